@@ -1,0 +1,28 @@
+"""Limits, defaults and environment variable names, in one place."""
+
+from __future__ import annotations
+
+# Graph Challenge rules (https://graphchallenge.mit.edu, sparse DNN).
+ACTIVATION_CAP = 32.0
+DEFAULT_BIAS_BY_NEURONS: dict[int, float] = {
+    1024: -0.3,
+    4096: -0.35,
+    16384: -0.4,
+    65536: -0.45,
+}
+# RadiX-Net style generator: every neuron has this many in- and out-edges per layer.
+EDGES_PER_NEURON = 32
+GENERATED_WEIGHT = 1.0 / 16.0
+
+# Arithmetic. float64 is the default: it is the closest to the exact arithmetic that
+# defines the Graph Challenge answer (float32 flips rows whose activation lands within
+# rounding of zero), at twice the bytes per exchanged value.
+DTYPES = ("float64", "float32")
+DEFAULT_DTYPE = "float64"
+
+# Where the shipped sample input lives, relative to the repository root.
+SAMPLE_INPUT_NAME = "mnist-1024-first10k.tsv.gz"
+MNIST_IMAGE_SIDE = 32
+
+# Environment variables.
+ENV_CACHE_DIR = "FSD_CACHE_DIR"
