@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fsd_inference import __version__
+from fsd_inference.channels import TRANSPORTS, ChannelConfig
 from fsd_inference.constants import DEFAULT_DTYPE, DTYPES, ENV_CACHE_DIR
 from fsd_inference.exceptions import FsdError
 from fsd_inference.model.binary import SUFFIX, save_network
@@ -21,13 +23,16 @@ from fsd_inference.model.load import load_model
 from fsd_inference.model.network import Network
 from fsd_inference.model.reference import InferenceResult, infer
 from fsd_inference.model.tsv import (
+    atomic_path,
     read_categories,
     read_input,
     write_categories,
     write_input,
     write_network_dir,
 )
+from fsd_inference.partition import PARTITIONERS
 from fsd_inference.progress import Progress
+from fsd_inference.runner import InferOptions, run_inference
 
 DEMO_NEURONS = 1024
 DEMO_LAYERS = 120
@@ -105,6 +110,43 @@ def cmd_reference(args: argparse.Namespace) -> int:
     result = infer(network, inputs, args.dtype, Progress("reference", quiet=args.quiet))
     write_categories(result.categories, args.out)
     _report(result, network, args.dtype)
+    return _check_expected(result.categories, args.expect)
+
+
+def _write_metrics(document: dict[str, object], path: str | None) -> None:
+    if path:
+        with atomic_path(Path(path)) as temporary:
+            temporary.write_text(json.dumps(document, indent=1), encoding="utf-8")
+        print(f"metrics written to {path}")
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    network = load_model(args.model, bias=args.bias)
+    inputs = read_input(args.input, neurons=network.neurons, dtype=args.dtype)
+    options = InferOptions(
+        workers=args.workers, channel=args.channel, partition=args.partition, seed=args.seed,
+        dtype=args.dtype,
+        config=ChannelConfig(max_message_bytes=args.message_limit,
+                             receive_timeout_s=args.timeout),
+    )
+    _say(f"{args.workers} workers over the {args.channel} channel, {args.partition} partition")
+    started = time.perf_counter()
+    result = run_inference(network, inputs, options, Progress("layers", quiet=args.quiet))
+    seconds = time.perf_counter() - started
+    write_categories(result.categories, args.out)
+    totals = result.metrics_document()["summary"]["totals"]
+    print(
+        f"categories: {len(result.categories):,} of {inputs.shape[0]:,} inputs | "
+        f"{network.neurons} neurons x {network.depth} layers, {args.dtype} | {seconds:.2f} s | "
+        f"{inputs.shape[0] * network.edges / seconds:.3e} edges/s"
+    )
+    print(
+        f"traffic: {result.plan.total_neurons:,} neuron copies planned, "
+        f"{int(totals['bytes_sent']):,} bytes in {int(totals['messages_sent']):,} messages "
+        f"({int(totals['frames_sent']):,} frames)"
+    )
+    print("phases: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in result.phases.items()))
+    _write_metrics(result.metrics_document(), args.metrics)
     return _check_expected(result.categories, args.expect)
 
 
@@ -187,6 +229,25 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--expect", help="categories file to compare with (exit 3 on mismatch)")
     _add_compute_options(ref)
     ref.set_defaults(func=cmd_reference)
+
+    inf = sub.add_parser("infer", help="distributed inference over P local workers")
+    _add_model_options(inf)
+    inf.add_argument("--input", required=True, help="input TSV (optionally .gz)")
+    inf.add_argument("--workers", type=int, required=True, help="number of workers P")
+    inf.add_argument("--channel", default="memory", choices=sorted(TRANSPORTS),
+                     help="communication channel (default memory)")
+    inf.add_argument("--partition", default="hypergraph", choices=sorted(PARTITIONERS),
+                     help="partitioner (default hypergraph)")
+    inf.add_argument("--seed", type=int, default=0, help="partitioner seed (default 0)")
+    inf.add_argument("--message-limit", type=int, default=ChannelConfig.max_message_bytes,
+                     help="largest message in bytes (default 1 MiB; SQS also 256 KiB)")
+    inf.add_argument("--timeout", type=float, default=ChannelConfig.receive_timeout_s,
+                     help="longest wait for one layer's messages, seconds")
+    inf.add_argument("--out", required=True, help="categories file to write")
+    inf.add_argument("--metrics", help="metrics JSON file to write")
+    inf.add_argument("--expect", help="categories file to compare with (exit 3 on mismatch)")
+    _add_compute_options(inf)
+    inf.set_defaults(func=cmd_infer)
 
     run = sub.add_parser("run", help="the main job: the demo end to end (defaults: generated "
                                      "1024 x 120 network, the 10,000 MNIST sample inputs)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,16 @@ class Network:
     def edges(self) -> int:
         """Total stored weights over all layers (the Graph Challenge edge count)."""
         return int(sum(w.nnz for w in self.layers))
+
+    def fingerprint(self) -> str:
+        """A content hash (structure, weights, bias): the key for cached plans and shards."""
+        digest = hashlib.sha256(f"{self.neurons}:{self.depth}:{self.bias!r}".encode())
+        for w in self.layers:
+            csr = w.astype(np.float64)
+            csr.sort_indices()
+            for array in (csr.indptr.astype(np.int64), csr.indices.astype(np.int64), csr.data):
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:16]
 
     def astype(self, dtype: str) -> Network:
         """The same network with weights in ``dtype`` (a no-op when it already is)."""

@@ -1,0 +1,24 @@
+"""Communication channels: name -> transport class table."""
+
+from __future__ import annotations
+
+from fsd_inference.channels.base import Channel, ChannelConfig, ChannelError, Transport
+from fsd_inference.channels.memory import MemoryTransport
+from fsd_inference.exceptions import ConfigError
+
+TRANSPORTS: dict[str, type[Transport]] = {
+    MemoryTransport.name: MemoryTransport,
+}
+
+
+def transport_class(name: str) -> type[Transport]:
+    try:
+        return TRANSPORTS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown channel {name!r}; choose one of {', '.join(sorted(TRANSPORTS))}"
+        ) from None
+
+
+__all__ = ["TRANSPORTS", "Channel", "ChannelConfig", "ChannelError", "Transport",
+           "transport_class"]
