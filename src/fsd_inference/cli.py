@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -14,7 +13,8 @@ import numpy as np
 
 from fsd_inference import __version__
 from fsd_inference.channels import TRANSPORTS, ChannelConfig
-from fsd_inference.constants import DEFAULT_DTYPE, DTYPES, ENV_CACHE_DIR
+from fsd_inference.config import cache_dir
+from fsd_inference.constants import DEFAULT_DTYPE, DTYPES
 from fsd_inference.exceptions import FsdError
 from fsd_inference.model.binary import SUFFIX, save_network
 from fsd_inference.model.generate import DEFAULT_BLOCK, GeneratorParams, generate
@@ -41,10 +41,6 @@ DEMO_SEED = 0
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(ENV_CACHE_DIR) or Path.cwd() / ".cache" / "fsd-inference")
 
 
 # ----------------------------------------------------------------------------- commands

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fsd_inference.channels.codec import (
     Block,
@@ -24,6 +24,7 @@ from fsd_inference.channels.codec import (
     encode_body,
     encode_frames,
 )
+from fsd_inference.config import AwsConfig
 from fsd_inference.exceptions import FsdError
 from fsd_inference.metrics import WorkerMetrics
 
@@ -53,6 +54,7 @@ class ChannelConfig:
     max_message_bytes: int = MiB  # frame size limit (SQS: 256 KiB or 1 MiB)
     receive_timeout_s: float = 120.0  # the longest a worker waits for one layer
     poll_s: float = 1.0  # longest single blocking _get
+    aws: AwsConfig = field(default_factory=AwsConfig)  # used by the cloud channels only
 
 
 class Channel(ABC):
