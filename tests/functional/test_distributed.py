@@ -1,0 +1,106 @@
+"""Distributed inference over the memory channel equals the reference, bit for bit.
+
+Workers are real OS processes exchanging encoded frames, as in a cloud run.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from fsd_inference.channels.base import ChannelConfig
+from fsd_inference.channels.faults import Faults, faulty_factory
+from fsd_inference.channels.memory import MemoryTransport
+from fsd_inference.model.generate import GeneratorParams, generate
+from fsd_inference.model.inputs import sample_input_path, upsample
+from fsd_inference.model.network import Network
+from fsd_inference.model.reference import infer
+from fsd_inference.model.tsv import read_input
+from fsd_inference.partition import PARTITIONERS
+from fsd_inference.runner import InferOptions, WorkerFailed, run_inference
+
+
+@functools.cache
+def mnist(rows: int, neurons: int = 1024) -> sp.csr_matrix:
+    images = read_input(sample_input_path(), neurons=1024)[:rows]
+    return images if neurons == 1024 else upsample(images, neurons)
+
+
+@functools.cache
+def network(neurons: int, layers: int, seed: int = 3, bias: float | None = None) -> Network:
+    return generate(GeneratorParams(neurons, layers, seed, bias=bias))
+
+
+def assert_identical(result_activations: sp.csr_matrix, expected: sp.csr_matrix) -> None:
+    """Same sparsity pattern and the same bits in every stored value."""
+    a, b = sp.csr_matrix(result_activations), sp.csr_matrix(expected)
+    a.sort_indices()
+    b.sort_indices()
+    np.testing.assert_array_equal(a.indptr, b.indptr)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    assert a.data.dtype == b.data.dtype
+    assert a.data.tobytes() == b.data.tobytes()
+
+
+@pytest.mark.parametrize("partition", sorted(PARTITIONERS))
+@pytest.mark.parametrize("workers", [1, 2, 3, 5, 8])
+def test_memory_channel_matches_reference_1024(partition: str, workers: int) -> None:
+    net, x = network(1024, 16), mnist(600)
+    dtype = "float32" if workers % 2 else "float64"  # both dtypes across the grid
+    expected = infer(net, x, dtype)
+    assert 0 < expected.categories.size < x.shape[0]  # a non-trivial answer
+    result = run_inference(net, x, InferOptions(workers=workers, partition=partition,
+                                                dtype=dtype))
+    np.testing.assert_array_equal(result.categories, expected.categories)
+    assert_identical(result.activations, expected.activations)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_memory_channel_matches_reference_4096(dtype: str) -> None:
+    net, x = network(4096, 6), mnist(150, 4096)
+    expected = infer(net, x, dtype)
+    result = run_inference(net, x, InferOptions(workers=3, partition="random", dtype=dtype))
+    np.testing.assert_array_equal(result.categories, expected.categories)
+    assert_identical(result.activations, expected.activations)
+
+
+def test_more_workers_than_neurons_leaves_some_idle() -> None:
+    net = network(32, 4, bias=-0.3)
+    x = sp.random(50, 32, density=0.4, format="csr", random_state=1) * 4
+    expected = infer(net, x)
+    result = run_inference(net, x, InferOptions(workers=34, partition="contiguous"))
+    owned = [(result.plan.owners[-1] == p).sum() for p in range(34)]
+    assert min(owned) == 0  # some workers own nothing and still take part
+    np.testing.assert_array_equal(result.categories, expected.categories)
+
+
+def test_duplicated_reordered_and_delayed_messages_change_nothing() -> None:
+    net, x = network(1024, 10), mnist(400)
+    expected = infer(net, x)
+    faults = Faults(duplicate=0.3, delay=0.3, delay_s=0.1, shuffle=True, seed=7)
+    result = run_inference(
+        net, x, InferOptions(workers=4, partition="random"),
+        transport_factory=faulty_factory(MemoryTransport, faults),
+    )
+    np.testing.assert_array_equal(result.categories, expected.categories)
+    assert_identical(result.activations, expected.activations)
+    totals = result.metrics_document()["summary"]["totals"]
+    assert totals["duplicates_dropped"] > 0  # the faults really happened
+    assert totals["messages_received"] == totals["messages_sent"]
+
+
+def test_a_lost_message_times_out_naming_worker_layer_and_source() -> None:
+    net, x = network(1024, 6), mnist(200)
+    probe = run_inference(net, x, InferOptions(workers=3, partition="random"))
+    # pick a pair that really exchanges data in layer 4
+    q, p = map(int, np.argwhere(probe.plan.volume[3] > 0)[0])
+    faults = Faults(drop=frozenset({(4, q, p)}))
+    options = InferOptions(workers=3, partition="random",
+                           config=ChannelConfig(receive_timeout_s=2.0, poll_s=0.2))
+    with pytest.raises(WorkerFailed, match=rf"worker {p}, layer 4: timed out after 2 s "
+                                           rf"waiting for source worker\(s\) \[{q}\]"):
+        run_inference(net, x, options,
+                      transport_factory=faulty_factory(MemoryTransport, faults))
