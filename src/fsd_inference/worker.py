@@ -98,7 +98,10 @@ def _one_layer(k: int, layer: LayerShard, y: sp.csr_matrix, batch: int, channel:
     started = time.perf_counter()
     for source, block in blocks.items():
         if not block.empty:
-            pieces.append((block.rows, layer.recv[source], block.values))
+            values = block.values
+            if source in layer.expand:  # twins travel once; copy their shared column
+                values = sp.csr_matrix(values[:, layer.expand[source]])
+            pieces.append((block.rows, layer.recv[source], values))
     y_in = assemble(batch, layer.inputs.size, pieces)
     y_out = layer_step(y_in, layer.weights, bias)
     m.compute_s += compute + time.perf_counter() - started

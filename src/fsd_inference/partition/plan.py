@@ -33,6 +33,9 @@ class LayerShard:
     local_from: np.ndarray  # positions in the previous layer's outputs of local inputs
     local_to: np.ndarray  # ... and their positions in ``inputs``
     recv: dict[int, np.ndarray] = field(default_factory=dict)  # source -> positions in inputs
+    # source -> for each of recv[source], the column of the received block that carries it
+    # (twins share a column); absent when the block has one column per position
+    expand: dict[int, np.ndarray] = field(default_factory=dict)
     send: dict[int, np.ndarray] = field(default_factory=dict)  # target -> positions in prev outputs
 
 
@@ -53,11 +56,17 @@ class WorkerShard:
 
 @dataclass(frozen=True)
 class CommPlan:
-    """Ownership and traffic for every layer; ``volume[l-1][q, p] = |R_l(q, p)|``."""
+    """Ownership and traffic for every layer.
+
+    ``copies[l-1][q, p] = |R_l(q, p)|``, the neuron copies p needs from q (the figure
+    the published system reports); ``volume[l-1][q, p]`` the columns q actually sends
+    once twins are folded (see :func:`twin_classes`). Diagonals are 0.
+    """
 
     workers: int
     owners: np.ndarray  # (L + 1, N)
-    volume: np.ndarray  # (L, P, P) neurons q sends p for layer l; diagonal 0
+    volume: np.ndarray  # (L, P, P)
+    copies: np.ndarray  # (L, P, P)
 
     @property
     def neurons_per_layer(self) -> np.ndarray:
@@ -76,6 +85,36 @@ class CommPlan:
         return np.flatnonzero(self.owners[layer] == worker)
 
 
+MAX_TWIN_FAN_IN = 256  # wider columns are assumed distinct (keeps detection O(N * 256))
+
+
+def twin_classes(weights: sp.spmatrix | None, neurons: int) -> np.ndarray:
+    """Class ids for the neurons a layer produces: equal ids = equal activations.
+
+    Two output neurons with identical weight columns (same sources, same values) get
+    identical activations, bit for bit, since every path sums in ascending source order.
+    RadiX-Nets are full of them (the Kronecker dense blocks), so a sender ships one
+    column per class and the receiver copies it. ``None`` (the input layer) or columns
+    wider than MAX_TWIN_FAN_IN: every neuron is its own class.
+    """
+    if weights is None:
+        return np.arange(neurons)
+    csc = sp.csc_matrix(weights)
+    csc.sort_indices()
+    fan_in = np.diff(csc.indptr)
+    width = int(fan_in.max()) if fan_in.size else 0
+    if width == 0 or width > MAX_TWIN_FAN_IN:
+        return np.arange(neurons)
+    column = np.repeat(np.arange(neurons), fan_in)
+    slot = np.arange(csc.nnz) - np.repeat(csc.indptr[:-1], fan_in)
+    keys = np.full((neurons, 2 * width + 1), -1.0)
+    keys[:, 0] = fan_in
+    keys[column, 1 + slot] = csc.indices
+    keys[column, 1 + width + slot] = csc.data.astype(np.float64)
+    _, inverse = np.unique(keys, axis=0, return_inverse=True)
+    return np.asarray(inverse).ravel()
+
+
 def needed_inputs(weights_csc: sp.csc_matrix, outputs: np.ndarray) -> np.ndarray:
     """Sorted ids of the rows (source neurons) with an edge into any of ``outputs``."""
     sub = weights_csc[:, outputs]
@@ -91,24 +130,35 @@ def build_plan(network: Network, owners: np.ndarray, workers: int
     """
     fingerprint = network.fingerprint()
     volume = np.zeros((network.depth, workers, workers), dtype=np.int64)
+    copies = np.zeros_like(volume)
     per_worker: list[list[LayerShard]] = [[] for _ in range(workers)]
     previous = [np.flatnonzero(owners[0] == p) for p in range(workers)]
     for k, w in enumerate(network.layers, start=1):
         csc = w.tocsc()
         csr = sp.csr_matrix(w)
         current = [np.flatnonzero(owners[k] == p) for p in range(workers)]
+        twins = twin_classes(network.layers[k - 2] if k > 1 else None, network.neurons)
         shards = [
             _layer_shard(csr, csc, owners[k - 1], previous, current[p], p)
             for p in range(workers)
         ]
         for p, shard in enumerate(shards):
             for q, positions in shard.recv.items():
-                volume[k - 1, q, p] = positions.size
-                # the sender's view of the same set, as positions in its own outputs
-                shards[q].send[p] = np.searchsorted(previous[q], shard.inputs[positions])
+                needed = shard.inputs[positions]
+                _, first, column = np.unique(twins[needed], return_index=True,
+                                             return_inverse=True)
+                representatives = needed[np.sort(first)]
+                if representatives.size < needed.size:
+                    # block columns follow the representatives' (ascending) order
+                    order = np.argsort(np.argsort(first))
+                    shard.expand[q] = order[np.asarray(column).ravel()]
+                copies[k - 1, q, p] = needed.size
+                volume[k - 1, q, p] = representatives.size
+                # the sender's view, as positions in its own outputs
+                shards[q].send[p] = np.searchsorted(previous[q], representatives)
             per_worker[p].append(shard)
         previous = current
-    plan = CommPlan(workers=workers, owners=owners, volume=volume)
+    plan = CommPlan(workers=workers, owners=owners, volume=volume, copies=copies)
     shard_list = [
         WorkerShard(p, workers, network.neurons, network.bias, fingerprint,
                     np.flatnonzero(owners[0] == p), tuple(per_worker[p]))
@@ -151,6 +201,8 @@ def save_shard(shard: WorkerShard, path: Path | str) -> None:
             arrays[f"l{k}.recv.{q}"] = positions.astype(np.int64)
         for t, positions in layer.send.items():
             arrays[f"l{k}.send.{t}"] = positions.astype(np.int64)
+        for q, columns in layer.expand.items():
+            arrays[f"l{k}.expand.{q}"] = columns.astype(np.int64)
     meta = {"kind": "shard", "worker": shard.worker, "workers": shard.workers,
             "neurons": shard.neurons, "bias": shard.bias, "model": shard.model,
             "depth": shard.depth}
@@ -164,13 +216,14 @@ def load_shard(path: Path | str, dtype: str | None = None) -> WorkerShard:
         prefix = f"l{k}."
         recv = {int(name.rsplit(".", 1)[1]): arrays[name] for name in arrays
                 if name.startswith(prefix + "recv.")}
-        send = {int(name.rsplit(".", 1)[1]): arrays[name] for name in arrays
-                if name.startswith(prefix + "send.")}
+        send, expand = ({int(name.rsplit(".", 1)[1]): arrays[name] for name in arrays
+                         if name.startswith(prefix + kind)} for kind in ("send.", "expand."))
         layers.append(LayerShard(
             inputs=arrays[prefix + "inputs"], outputs=arrays[prefix + "outputs"],
             weights=unpack_csr(prefix + "weights", arrays, dtype),
             local_from=arrays[prefix + "local_from"], local_to=arrays[prefix + "local_to"],
             recv=dict(sorted(recv.items())), send=dict(sorted(send.items())),
+            expand=expand,
         ))
     return WorkerShard(int(meta["worker"]), int(meta["workers"]), int(meta["neurons"]),
                        float(meta["bias"]), str(meta["model"]), arrays["input_columns"],
