@@ -253,15 +253,30 @@ def atomic_path(path: Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+def _format_triples(rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> str:
+    """``row<TAB>col<TAB>value`` lines, 1-based. Each distinct value is formatted once
+    with ``repr`` (the shortest text that round-trips exactly: 0.0625, 1.0, 0.1); weights
+    and inputs have few distinct values, which makes this ~5x faster than np.savetxt."""
+    unique, inverse = np.unique(values.astype(np.float64), return_inverse=True)
+    text = [repr(float(u)) for u in unique]
+    return "".join(
+        f"{r}\t{c}\t{text[i]}\n"
+        for r, c, i in zip((rows + 1).tolist(), (cols + 1).tolist(),
+                           np.asarray(inverse).ravel().tolist(), strict=True)
+    )
+
+
 def _write_triples(path: Path, matrix: sp.spmatrix) -> None:
     coo = sp.coo_matrix(matrix)
     order = np.lexsort((coo.col, coo.row))
-    table = np.column_stack((coo.row[order] + 1, coo.col[order] + 1, coo.data[order]))
+    rows, cols, values = coo.row[order], coo.col[order], coo.data[order]
     with atomic_path(path) as temporary:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(temporary, "wt", encoding="utf-8") as out:
-            # %.17g round-trips float64 exactly and prints 0.0625 and 1 as such.
-            np.savetxt(out, table, fmt=("%d", "%d", "%.17g"), delimiter="\t")
+            step = 1 << 20
+            for start in range(0, rows.size, step):
+                window = slice(start, start + step)
+                out.write(_format_triples(rows[window], cols[window], values[window]))
 
 
 def write_network_dir(network: Network, directory: Path | str) -> list[Path]:
