@@ -1,0 +1,46 @@
+"""Shared set-up for the benchmarks: cached generated networks and inputs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from fsd_inference.config import cache_dir
+from fsd_inference.model.binary import save_network
+from fsd_inference.model.generate import GeneratorParams, generate
+from fsd_inference.model.inputs import sample_input_path, upsample
+from fsd_inference.model.tsv import read_input, write_input
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def network_file(neurons: int, layers: int, seed: int = 0) -> Path:
+    """The generated network as a bundle, made once and cached."""
+    path = cache_dir() / f"radixnet-{neurons}x{layers}-seed{seed}.fsdm"
+    if not path.is_file():
+        say(f"generating {neurons} x {layers} (seed {seed}) into {path}")
+        save_network(generate(GeneratorParams(neurons, layers, seed)), path)
+    return path
+
+
+def input_file(neurons: int) -> Path:
+    """The 10,000 MNIST sample rows, upsampled for ``neurons`` > 1024 and cached."""
+    if neurons == 1024:
+        return sample_input_path()
+    path = cache_dir() / f"mnist-{neurons}-first10k.tsv"
+    if not path.is_file():
+        say(f"upsampling the sample to {neurons} pixels into {path}")
+        write_input(upsample(read_input(sample_input_path(), neurons=1024), neurons), path)
+    return path
+
+
+class Stopwatch:
+    def __enter__(self) -> Stopwatch:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
