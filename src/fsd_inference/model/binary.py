@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,8 @@ def read_bundle(path: Path | str) -> tuple[dict[str, Any], dict[str, np.ndarray]
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError, ValueError, OSError, EOFError,
+            KeyError) as exc:
         raise InputFormatError(path, f"not a readable {FORMAT} file ({exc})") from exc
     try:
         meta = json.loads(arrays.pop("meta").tobytes())
@@ -114,5 +116,9 @@ def load_network(path: Path | str, dtype: str | None = None) -> Network:
     meta, arrays = read_bundle(path)
     if meta.get("kind") != "network":
         raise InputFormatError(path, f"holds a {meta.get('kind')!r}, not a network")
-    layers = tuple(unpack_csr(f"layer{k}", arrays, dtype) for k in range(1, meta["depth"] + 1))
-    return Network(neurons=int(meta["neurons"]), layers=layers, bias=float(meta["bias"]))
+    try:
+        layers = tuple(unpack_csr(f"layer{k}", arrays, dtype)
+                       for k in range(1, int(meta["depth"]) + 1))
+        return Network(neurons=int(meta["neurons"]), layers=layers, bias=float(meta["bias"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InputFormatError(path, f"incomplete or inconsistent network bundle ({exc})") from exc

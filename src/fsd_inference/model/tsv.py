@@ -16,6 +16,7 @@ import io
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ import scipy.sparse as sp
 from fsd_inference.exceptions import InputFormatError, ModelError
 from fsd_inference.model.network import Network, resolve_bias
 
+MAX_INDEX = 2**31 - 1  # row / column ids beyond this are not a plausible network
 LAYER_FILE = re.compile(r"^n(\d+)-l(\d+)\.tsv(\.gz)?$")
 
 
@@ -39,6 +41,11 @@ def _open_text(path: Path) -> IO[str]:
     return path.open("r", encoding="utf-8")
 
 
+def _is_count(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts superscripts that int() rejects)."""
+    return text.isascii() and text.isdigit()
+
+
 def _first_bad_line(path: Path) -> tuple[int, str]:
     """Walk the file to find the first line that is not ``int<TAB>int<TAB>number``."""
     with _open_text(path) as text:
@@ -46,11 +53,11 @@ def _first_bad_line(path: Path) -> tuple[int, str]:
             stripped = line.strip()
             if not stripped:
                 continue
-            fields = stripped.split()
+            fields = line.rstrip("\r\n").split("\t")
             if len(fields) != 3:
                 return number, f"expected 3 tab-separated fields, found {len(fields)}: {stripped!r}"
             for name, field in zip(("row", "column"), fields[:2], strict=True):
-                if not field.isdigit():
+                if not _is_count(field):
                     return number, f"{name} {field!r} is not a positive integer"
             try:
                 float(fields[2])
@@ -82,7 +89,8 @@ def read_triples(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not path.is_file():
         raise InputFormatError(path, "no such file")
     try:
-        with _open_text(path) as text:
+        with _open_text(path) as text, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": ours below
             table = np.loadtxt(text, delimiter="\t", dtype=np.float64, ndmin=2, comments=None)
     except (ValueError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
         if isinstance(exc, UnicodeDecodeError | EOFError | gzip.BadGzipFile):
@@ -97,12 +105,14 @@ def read_triples(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     index_part = table[:, :2]
     bad = ~np.isfinite(index_part).all(axis=1) | (index_part < 1).any(axis=1)
+    bad |= (index_part > MAX_INDEX).any(axis=1)
     bad |= (index_part != np.floor(index_part)).any(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
         raise InputFormatError(
             path,
-            f"row and column must be integers >= 1, found {table[i, 0]:g} and {table[i, 1]:g}",
+            f"row and column must be integers >= 1 (at most {MAX_INDEX}), found "
+            f"{table[i, 0]:g} and {table[i, 1]:g}",
             _line_of_entry(path, i),
         )
     values = table[:, 2]
@@ -222,7 +232,7 @@ def read_categories(path: Path | str) -> np.ndarray:
             field = line.strip()
             if not field:
                 continue
-            if not field.isdigit() or int(field) < 1:
+            if not _is_count(field) or int(field) < 1:
                 raise InputFormatError(path, f"expected a row id >= 1, found {field!r}", number)
             value = int(field)
             if ids and value <= ids[-1]:
@@ -236,6 +246,12 @@ def read_categories(path: Path | str) -> np.ndarray:
 # ----------------------------------------------------------------------------- writing
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; it replaces ``path`` only on success.
@@ -246,6 +262,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(handle)
     temporary = Path(name)
+    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the umask
     try:
         yield temporary
         os.replace(temporary, path)
