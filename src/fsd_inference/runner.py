@@ -28,7 +28,7 @@ from fsd_inference.metrics import WorkerMetrics, summarize
 from fsd_inference.model.binary import pack_csr, read_bundle, unpack_csr, write_bundle
 from fsd_inference.model.network import Network, resolve_dtype
 from fsd_inference.model.reference import categories_of
-from fsd_inference.partition import get_partitioner
+from fsd_inference.partition.cache import owners_for
 from fsd_inference.partition.plan import CommPlan, build_plan, load_shard, save_shard
 from fsd_inference.worker import run_layers
 
@@ -65,16 +65,14 @@ class InferResult:
             "categories": int(self.categories.size),
             "phases_s": self.phases,
             "plan": {
+                # columns on the wire (twins once) and neuron copies |R_l(q, p)|
                 "neurons_sent_total": self.plan.total_neurons,
                 "neurons_sent_per_layer": self.plan.neurons_per_layer.tolist(),
+                "neuron_copies_total": int(self.plan.copies.sum()),
             },
             "summary": summarize(self.workers),
             "per_worker": [w.to_dict() for w in self.workers],
         }
-
-
-def owners_for(network: Network, options: InferOptions) -> np.ndarray:
-    return get_partitioner(options.partition).partition(network, options.workers, options.seed)
 
 
 def write_work(network: Network, inputs: sp.csr_matrix, owners: np.ndarray, workers: int,
@@ -125,7 +123,7 @@ def run_inference(
     execution = f"fsd-{uuid.uuid4().hex[:12]}"
     phases: dict[str, float] = {}
     tick = time.perf_counter()
-    owners = owners_for(network, options)
+    owners = owners_for(network, options.partition, options.workers, options.seed)
     phases["partition_s"] = time.perf_counter() - tick
     ctx = multiprocessing.get_context("spawn")
     factory = transport_factory or transport_class(options.channel)

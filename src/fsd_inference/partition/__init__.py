@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fsd_inference.exceptions import ConfigError
 from fsd_inference.partition.base import Partitioner
+from fsd_inference.partition.hypergraph import HypergraphPartitioner
 from fsd_inference.partition.simple import ContiguousPartitioner, RandomPartitioner
 
 PARTITIONERS: dict[str, type[Partitioner]] = {
     ContiguousPartitioner.name: ContiguousPartitioner,
     RandomPartitioner.name: RandomPartitioner,
+    HypergraphPartitioner.name: HypergraphPartitioner,
 }
 
 
