@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from fsd_inference import __version__
-from fsd_inference.channels import TRANSPORTS, ChannelConfig
-from fsd_inference.config import cache_dir
+from fsd_inference.channels import AWS_TRANSPORTS, TRANSPORTS, ChannelConfig
+from fsd_inference.config import AwsConfig, cache_dir
 from fsd_inference.constants import DEFAULT_DTYPE, DTYPES
 from fsd_inference.exceptions import FsdError
+from fsd_inference.local import aws_for_run
 from fsd_inference.model.binary import SUFFIX, save_network
 from fsd_inference.model.generate import DEFAULT_BLOCK, GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path, upsample
@@ -31,6 +32,8 @@ from fsd_inference.model.tsv import (
     write_network_dir,
 )
 from fsd_inference.partition import PARTITIONERS
+from fsd_inference.partition.cache import ownership
+from fsd_inference.partition.plan import build_plan
 from fsd_inference.progress import Progress
 from fsd_inference.runner import InferOptions, run_inference
 
@@ -117,13 +120,18 @@ def _write_metrics(document: dict[str, object], path: str | None) -> None:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
+    with aws_for_run(args.channel in AWS_TRANSPORTS, _say) as aws:
+        return _infer(args, aws)
+
+
+def _infer(args: argparse.Namespace, aws: AwsConfig) -> int:
     network = load_model(args.model, bias=args.bias)
     inputs = read_input(args.input, neurons=network.neurons, dtype=args.dtype)
     options = InferOptions(
         workers=args.workers, channel=args.channel, partition=args.partition, seed=args.seed,
         dtype=args.dtype,
         config=ChannelConfig(max_message_bytes=args.message_limit,
-                             receive_timeout_s=args.timeout),
+                             receive_timeout_s=args.timeout, aws=aws),
     )
     _say(f"{args.workers} workers over the {args.channel} channel, {args.partition} partition")
     started = time.perf_counter()
@@ -137,13 +145,60 @@ def cmd_infer(args: argparse.Namespace) -> int:
         f"{inputs.shape[0] * network.edges / seconds:.3e} edges/s"
     )
     print(
-        f"traffic: {result.plan.total_neurons:,} neuron copies planned, "
+        f"traffic: {int(result.plan.copies.sum()):,} neuron copies needed, "
+        f"{result.plan.total_neurons:,} sent (twins once), "
         f"{int(totals['bytes_sent']):,} bytes in {int(totals['messages_sent']):,} messages "
         f"({int(totals['frames_sent']):,} frames)"
     )
     print("phases: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in result.phases.items()))
     _write_metrics(result.metrics_document(), args.metrics)
     return _check_expected(result.categories, args.expect)
+
+
+def _spread(values: np.ndarray) -> dict[str, float]:
+    return {"min": float(values.min()), "mean": float(values.mean()), "max": float(values.max())}
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    network = load_model(args.model, bias=args.bias)
+    owned = ownership(network, args.partition, args.workers, args.seed)
+    plan, _ = build_plan(network, owned.owners, args.workers)
+    sent, copies = plan.neurons_per_layer, plan.copies.sum(axis=(1, 2))
+    work = np.array([np.bincount(owned.owners[k], weights=np.diff(w.tocsc().indptr),
+                                 minlength=args.workers)
+                     for k, w in enumerate(network.layers, start=1)])  # (L, P) nonzeros
+    imbalance = work.max(axis=1) / np.maximum(work.mean(axis=1), 1e-12)
+    source = f"cached, {owned.path}" if owned.cached else f"partitioned, cached at {owned.path}"
+    print(f"{args.partition} partition of {network.neurons} neurons x {network.depth} layers "
+          f"for P = {args.workers} (seed {args.seed}): {owned.seconds:.2f} s ({source})")
+    for label, values in (("neurons sent per layer", sent), ("neuron copies per layer", copies),
+                          ("messages per layer", plan.messages_per_layer)):
+        spread = _spread(values)
+        print(f"{label}: min {spread['min']:,.0f}, mean {spread['mean']:,.1f}, "
+              f"max {spread['max']:,.0f}; total {int(values.sum()):,}")
+    print("work per worker (nonzeros owned, all layers): "
+          + ", ".join(f"{int(v):,}" for v in work.sum(axis=0))
+          + f"; largest share / mean per layer: worst {imbalance.max():.3f}")
+    if args.json:
+        document = {
+            "model": {"path": str(args.model), "neurons": network.neurons,
+                      "layers": network.depth, "fingerprint": network.fingerprint()},
+            "partition": {"name": args.partition, "workers": args.workers, "seed": args.seed,
+                          "seconds": owned.seconds, "cached": owned.cached,
+                          "path": str(owned.path)},
+            # columns sent (twins once) = words per input row; copies = |R_l(q, p)|
+            "neurons_sent": {"total": int(sent.sum()), **_spread(sent),
+                             "per_layer": sent.tolist()},
+            "neuron_copies": {"total": int(copies.sum()), **_spread(copies),
+                              "per_layer": copies.tolist()},
+            "messages_per_layer": plan.messages_per_layer.tolist(),
+            "work": {"per_worker": work.sum(axis=0).astype(int).tolist(),
+                     "max_over_mean_per_layer": imbalance.tolist()},
+        }
+        with atomic_path(Path(args.json)) as temporary:
+            temporary.write_text(json.dumps(document, indent=1), encoding="utf-8")
+        print(f"plan summary written to {args.json}")
+    return 0
 
 
 def demo_model() -> Path:
@@ -156,17 +211,20 @@ def demo_model() -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    model = Path(args.model) if args.model else demo_model()
-    source = Path(args.input) if args.input else sample_input_path()
+    """The serverless application end to end: embedded local AWS, or --stack on AWS."""
+    from fsd_inference.app import RunOptions, run_and_report
+
+    options = RunOptions(
+        model=Path(args.model) if args.model else demo_model(),
+        input=Path(args.input) if args.input else sample_input_path(),
+        workers=args.workers, channel=args.channel, partition=args.partition, seed=args.seed,
+        dtype=args.dtype, layers_per_block=args.layers_per_block,
+        message_limit=args.message_limit, receive_timeout_s=args.timeout, rows=args.rows,
+        bias=args.bias)
     out = Path(args.out) if args.out else cache_dir() / "categories.txt"
-    network = load_model(model, bias=args.bias)
-    inputs = read_input(source, neurons=network.neurons, dtype=args.dtype)
-    _say(f"model {model}, input {source} ({inputs.shape[0]:,} rows)")
-    result = infer(network, inputs, args.dtype, Progress("reference", quiet=args.quiet))
-    write_categories(result.categories, out)
-    _report(result, network, args.dtype)
-    print(f"categories written to {out}")
-    return 0
+    aws = AwsConfig(endpoint_url=args.endpoint_url) if args.endpoint_url else None
+    return run_and_report(options, out, Path(args.metrics) if args.metrics else None,
+                          stack=args.stack, aws=aws, quiet=args.quiet)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -245,11 +303,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compute_options(inf)
     inf.set_defaults(func=cmd_infer)
 
-    run = sub.add_parser("run", help="the main job: the demo end to end (defaults: generated "
-                                     "1024 x 120 network, the 10,000 MNIST sample inputs)")
+    pln = sub.add_parser("plan", help="partition a network and report its communication plan")
+    _add_model_options(pln)
+    pln.add_argument("--workers", type=int, required=True, help="number of workers P")
+    pln.add_argument("--partition", default="hypergraph", choices=sorted(PARTITIONERS),
+                     help="partitioner (default hypergraph)")
+    pln.add_argument("--seed", type=int, default=0, help="partitioner seed (default 0)")
+    pln.add_argument("--json", help="also write the summary as JSON here")
+    pln.set_defaults(func=cmd_plan)
+
+    run = sub.add_parser(
+        "run", help="the main job: the serverless application end to end (state machine, "
+                    "Lambda workers, SQS / S3) on an embedded local AWS, or on a deployed "
+                    "stack with --stack")
     _add_model_options(run, required=False)
     run.add_argument("--input", help="input TSV (default: the shipped MNIST sample)")
-    run.add_argument("--out", help="categories file (default: .cache/fsd-inference/...)")
+    run.add_argument("--rows", type=int, help="use only the first ROWS inputs")
+    run.add_argument("--workers", type=int, default=8, help="number of workers P (default 8)")
+    run.add_argument("--channel", default="queue", choices=sorted(AWS_TRANSPORTS),
+                     help="communication channel (default queue)")
+    run.add_argument("--partition", default="hypergraph", choices=sorted(PARTITIONERS),
+                     help="partitioner (default hypergraph)")
+    run.add_argument("--seed", type=int, default=0, help="partitioner seed (default 0)")
+    run.add_argument("--layers-per-block", type=int,
+                     help="layers per worker invocation between checkpoints (default: the "
+                          "stack's LayersPerBlock)")
+    run.add_argument("--message-limit", type=int,
+                     help="largest SQS message in bytes (default: the stack's MessageLimit)")
+    run.add_argument("--timeout", type=float,
+                     help="longest wait for one layer's messages, seconds (default 120)")
+    run.add_argument("--out", help="categories file (default .cache/fsd-inference/"
+                                   "categories.txt)")
+    run.add_argument("--metrics", help="metrics JSON file to write")
+    run.add_argument("--stack", help="run on this deployed stack (sam deploy) instead of the "
+                                     "embedded local AWS")
+    run.add_argument("--endpoint-url", help="with --stack: the AWS endpoint (default: "
+                                            "AWS_ENDPOINT_URL or AWS itself)")
     _add_compute_options(run)
     run.set_defaults(func=cmd_run)
     return parser
@@ -262,6 +351,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except FsdError as exc:
         print(f"fsd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # unreadable or unwritable paths, full disks: the user's to fix
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"fsd {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fsd {args.command}: interrupted", file=sys.stderr)

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from fsd_inference.channels.base import Channel, ChannelConfig, ChannelError, Transport
 from fsd_inference.channels.memory import MemoryTransport
+from fsd_inference.channels.s3 import ObjectTransport
+from fsd_inference.channels.sqs import QueueTransport
 from fsd_inference.exceptions import ConfigError
 
 TRANSPORTS: dict[str, type[Transport]] = {
     MemoryTransport.name: MemoryTransport,
+    QueueTransport.name: QueueTransport,
+    ObjectTransport.name: ObjectTransport,
 }
+
+# Channels that talk to AWS (or the embedded emulator fsd infer starts when none is set up).
+AWS_TRANSPORTS = frozenset({QueueTransport.name, ObjectTransport.name})
 
 
 def transport_class(name: str) -> type[Transport]:
@@ -20,5 +27,5 @@ def transport_class(name: str) -> type[Transport]:
         ) from None
 
 
-__all__ = ["TRANSPORTS", "Channel", "ChannelConfig", "ChannelError", "Transport",
-           "transport_class"]
+__all__ = ["AWS_TRANSPORTS", "TRANSPORTS", "Channel", "ChannelConfig", "ChannelError",
+           "Transport", "transport_class"]

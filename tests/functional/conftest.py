@@ -1,0 +1,18 @@
+"""Functional-test fixtures: one embedded moto server on loopback for the session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from fsd_inference.config import AwsConfig
+from fsd_inference.local import local_aws
+
+
+@pytest.fixture(scope="session")
+def aws() -> Iterator[AwsConfig]:
+    """A real moto server (HTTP on 127.0.0.1), not an in-process mock: workers in other
+    processes reach it exactly as they would reach AWS."""
+    with local_aws() as config:
+        yield config
