@@ -1,0 +1,59 @@
+"""Activation bundles: a worker's columns of Y_l between invocations, and their merge.
+
+Input slices (Y_0) and block checkpoints share one format, the project's ``.fsdm``
+bundle: ``y`` (batch x owned columns, CSR) plus ``columns``, the global neuron ids of
+those columns, so gather can place every worker's part without reloading the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from fsd_inference.exceptions import InputFormatError
+from fsd_inference.model.binary import pack_csr, read_bundle, unpack_csr, write_bundle
+
+
+def write_activations(path: Path, y: sp.csr_matrix, columns: np.ndarray,
+                      meta: dict[str, Any]) -> Path:
+    arrays = pack_csr("y", sp.csr_matrix(y))
+    arrays["columns"] = np.asarray(columns, dtype=np.int64)
+    write_bundle(path, {"kind": "activations", **meta}, arrays)
+    return path
+
+
+def read_activations(path: Path, dtype: str) -> tuple[dict[str, Any], np.ndarray, sp.csr_matrix]:
+    """``(meta, columns, y)``; y in ``dtype`` with sorted indices."""
+    meta, arrays = read_bundle(path)
+    if meta.get("kind") != "activations" or "columns" not in arrays:
+        raise InputFormatError(path, f"holds a {meta.get('kind')!r}, not activations")
+    y = unpack_csr("y", arrays, dtype)
+    columns = arrays["columns"]
+    if y.shape[1] != columns.size:
+        raise InputFormatError(path, f"{y.shape[1]} columns of values but "
+                                     f"{columns.size} column ids")
+    return meta, columns, y
+
+
+def merge_columns(batch: int, neurons: int,
+                  parts: Iterable[tuple[np.ndarray, sp.csr_matrix]], dtype: str
+                  ) -> sp.csr_matrix:
+    """The full ``batch x neurons`` matrix from every worker's ``(columns, y)``."""
+    rows, cols, data = [], [], []
+    for columns, y in parts:
+        coo = y.tocoo()
+        rows.append(coo.row.astype(np.int64))
+        cols.append(np.asarray(columns, dtype=np.int64)[coo.col])
+        data.append(coo.data)
+    matrix = sp.csr_matrix(
+        (np.concatenate(data).astype(dtype) if data else np.zeros(0, dtype),
+         (np.concatenate(rows) if rows else np.zeros(0, np.int64),
+          np.concatenate(cols) if cols else np.zeros(0, np.int64))),
+        shape=(batch, neurons), dtype=dtype,
+    )
+    matrix.sort_indices()
+    return matrix

@@ -1,0 +1,172 @@
+"""The Gather state: final activations -> categories; metrics merged; cost estimated.
+
+Reads every worker's checkpoint of the last block (its columns of Y_L), places them in
+one matrix, and writes the categories (1-based rows with a nonzero sum, the Graph
+Challenge answer) and one metrics document under ``results/{execution}/``: the same
+shape as ``fsd infer --metrics`` (summary, per_worker) plus what only a cloud run has
+(Lambda invocations, per-block times, the cost estimate).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from fsd_inference.cloud.activations import merge_columns, read_activations
+from fsd_inference.cloud.history import state_transitions
+from fsd_inference.cloud.plan_step import invocation
+from fsd_inference.cloud.run import RunInfo
+from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
+from fsd_inference.cloud.storage import Storage, storage_for
+from fsd_inference.cost import estimate_cost
+from fsd_inference.exceptions import InputFormatError
+from fsd_inference.metrics import LayerMetrics, WorkerMetrics, summarize
+from fsd_inference.model.reference import categories_of
+from fsd_inference.model.tsv import read_categories, write_categories
+
+DOWNLOAD_THREADS = 8
+
+
+def worker_metrics_from_dict(data: dict[str, Any]) -> WorkerMetrics:
+    """The inverse of WorkerMetrics.to_dict (as written by a worker for one block)."""
+    metrics = WorkerMetrics(int(data["worker"]), load_s=float(data.get("load_s", 0.0)),
+                            total_s=float(data.get("total_s", 0.0)))
+    for layer in data.get("layers", []):
+        metrics.layers[int(layer["layer"])] = LayerMetrics(**layer)
+    metrics.api_calls.update(data.get("api_calls", {}))
+    metrics.api_bytes.update(data.get("api_bytes", {}))
+    metrics.billed_requests.update(data.get("billed_requests", {}))
+    return metrics
+
+
+def merge_worker_metrics(parts: list[WorkerMetrics]) -> WorkerMetrics:
+    """One worker's blocks as one record (layers are disjoint across blocks)."""
+    merged = WorkerMetrics(parts[0].worker)
+    for part in parts:
+        merged.layers.update(part.layers)
+        merged.api_calls.update(part.api_calls)
+        merged.api_bytes.update(part.api_bytes)
+        merged.billed_requests.update(part.billed_requests)
+        merged.load_s += part.load_s
+        merged.total_s += part.total_s
+    return merged
+
+
+def _final_activations(storage: Storage, run: RunInfo, directory: Path) -> sp.csr_matrix:
+    last_block = run.blocks - 1
+
+    def fetch(p: int) -> tuple[np.ndarray, sp.csr_matrix]:
+        path = storage.get_file(run.layout.checkpoint(last_block, p), directory / f"w{p}.fsdm")
+        _, columns, y = read_activations(path, run.dtype)
+        path.unlink()
+        return columns, y
+
+    with ThreadPoolExecutor(min(DOWNLOAD_THREADS, run.workers)) as pool:
+        parts = list(pool.map(fetch, range(run.workers)))
+    return merge_columns(run.batch, run.neurons, parts, run.dtype)
+
+
+def _block_documents(storage: Storage, run: RunInfo) -> list[dict[str, Any]]:
+    keys = [run.layout.metrics(b, p) for b in range(run.blocks) for p in range(run.workers)]
+    with ThreadPoolExecutor(min(DOWNLOAD_THREADS, len(keys))) as pool:
+        return list(pool.map(storage.get_json, keys))
+
+
+def metrics_document(run: RunInfo, manifest: dict[str, Any], blocks: list[dict[str, Any]],
+                     categories: int) -> dict[str, Any]:
+    by_worker: dict[int, list[WorkerMetrics]] = {}
+    block_seconds: dict[int, float] = {}
+    worker_seconds = 0.0
+    worker_memory = 0
+    for doc in blocks:
+        by_worker.setdefault(int(doc["worker"]), []).append(
+            worker_metrics_from_dict(doc["metrics"]))
+        block = int(doc["block"])
+        block_seconds[block] = max(block_seconds.get(block, 0.0), float(doc["invocation_s"]))
+        worker_seconds += float(doc["invocation_s"])
+        worker_memory = max(worker_memory, int(doc.get("memory_mb", 0)))
+    workers = [merge_worker_metrics(by_worker[p]) for p in sorted(by_worker)]
+    lambda_section = dict(manifest.get("lambda", {}))
+    lambda_section["worker"] = {"invocations": len(blocks), "seconds": worker_seconds,
+                                "memory_mb": worker_memory}
+    return {
+        "execution": run.execution,
+        "workers": run.workers,
+        "channel": run.channel,
+        "map": run.map,
+        "blocks": run.blocks,
+        "layers_per_block": run.layers_per_block,
+        "neurons": run.neurons,
+        "depth": run.depth,
+        "batch": run.batch,
+        "categories": categories,
+        "phases_s": {**{f"plan_{k}": v for k, v in manifest.get("phases_s", {}).items()},
+                     "blocks_s": [block_seconds[b] for b in sorted(block_seconds)]},
+        "plan": manifest.get("plan", {}),
+        "notes": manifest.get("notes", []),
+        "lambda": lambda_section,
+        "api_calls_outside_workers": dict(manifest.get("api_calls", {})),
+        "summary": summarize(workers),
+        "per_worker": [w.to_dict() for w in workers],
+    }
+
+
+def gather_step(run: RunInfo, settings: CloudSettings | None = None,
+                storage: Storage | None = None) -> dict[str, Any]:
+    """Run the Gather state; returns a small summary (the execution's output)."""
+    started = time.perf_counter()
+    settings = settings or CloudSettings()
+    calls = WorkerMetrics(-1)
+    storage = storage or storage_for(run.bucket, settings.aws, calls)
+    layout = run.layout
+    manifest = storage.get_json(layout.manifest)
+    with tempfile.TemporaryDirectory(prefix="fsd-gather-", dir=settings.scratch_dir) as tmp:
+        directory = Path(tmp)
+        activations = _final_activations(storage, run, directory)
+        categories = categories_of(activations)
+        write_categories(categories, directory / "categories.txt")
+        storage.put_file(layout.categories, directory / "categories.txt")
+        match = _compare(storage, manifest, categories, directory)
+    document = metrics_document(run, manifest, _block_documents(storage, run),
+                                int(categories.size))
+    if match is not None:
+        document["expected_match"] = match
+    own = Counter(document["api_calls_outside_workers"])
+    own.update(calls.api_calls)
+    own["S3.PutObject"] += 1  # the metrics document itself, written below
+    document["api_calls_outside_workers"] = dict(own)
+    document["lambda"]["gather"] = invocation(time.perf_counter() - started,
+                                              function_memory_mb())
+    document["cost"] = estimate_cost(document, settings.worker_memory_mb,
+                                     settings.arch, state_transitions(run.workers, run.blocks))
+    storage.put_json(layout.metrics_document, document)
+    return {
+        "execution": run.execution,
+        "categories": int(categories.size),
+        "inputs": run.batch,
+        "expected_match": match,
+        "categories_uri": f"s3://{storage.bucket}/{layout.categories}",
+        "metrics_uri": f"s3://{storage.bucket}/{layout.metrics_document}",
+        "cost_usd": document["cost"]["total_usd"],
+    }
+
+
+def _compare(storage: Storage, manifest: dict[str, Any], categories: np.ndarray,
+             directory: Path) -> bool | None:
+    """Compare with the request's ``expect`` categories file, if it named one."""
+    key = manifest.get("request", {}).get("expect")
+    if not key:
+        return None
+    path = storage.get_file(key, directory / "expected.txt")
+    try:
+        expected = read_categories(path)
+    except InputFormatError:
+        return False
+    return bool(np.array_equal(expected, categories))

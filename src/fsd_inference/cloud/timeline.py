@@ -1,0 +1,168 @@
+"""An execution's progress and phase times, read from its Step Functions history.
+
+The history is the one record of a run that exists on AWS and locally alike: which
+state ran when, how many Map iterations (workers) of the current block are done, how
+often a block was retried. :func:`read_timeline` folds the events (oldest first) into
+a :class:`Timeline`; the driver polls it for the progress line and reports its spans
+as the time per phase (Plan, each block, Gather, Cleanup).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from fsd_inference.cloud.history import MAP_STATES
+
+PLAN_STATE = "Plan"
+GATHER_STATE = "Gather"
+CLEANUP_STATE = "Cleanup"
+FAILURE_CLEANUP_STATE = "CleanupAfterFailure"
+_TASKS = (PLAN_STATE, GATHER_STATE, CLEANUP_STATE, FAILURE_CLEANUP_STATE)
+_MAPS = frozenset(MAP_STATES.values())
+_ENDS = {"ExecutionSucceeded": "SUCCEEDED", "ExecutionFailed": "FAILED",
+         "ExecutionAborted": "ABORTED", "ExecutionTimedOut": "TIMED_OUT"}
+
+
+@dataclass
+class Span:
+    """One visit of a state: entered, exited (None while it runs)."""
+
+    name: str
+    start: datetime
+    end: datetime | None = None
+
+    def seconds(self, now: datetime | None = None) -> float:
+        end = self.end or now
+        return (end - self.start).total_seconds() if end else 0.0
+
+
+@dataclass
+class BlockSpan(Span):
+    """One Map state visit: a block of layers run by all P workers (retries included)."""
+
+    index: int = 0
+    attempts: int = 0
+    workers_done: int = 0  # iterations that succeeded in the latest attempt
+    workers_failed: int = 0
+    failed_attempts: int = 0
+
+
+@dataclass
+class Timeline:
+    status: str = "RUNNING"
+    start: datetime | None = None
+    end: datetime | None = None
+    workers: int | None = None
+    blocks_total: int | None = None
+    current: str = ""
+    tasks: dict[str, Span] = field(default_factory=dict)
+    blocks: list[BlockSpan] = field(default_factory=list)
+    events: int = 0
+
+    def seconds(self, now: datetime | None = None) -> float:
+        end = self.end or now
+        return (end - self.start).total_seconds() if self.start and end else 0.0
+
+    def phases(self) -> dict[str, Any]:
+        """Seconds per phase, from the states' entered/exited times."""
+        phases: dict[str, Any] = {f"{name.lower()}_s": span.seconds()
+                                  for name, span in self.tasks.items() if span.end}
+        phases["blocks_s"] = [block.seconds() for block in self.blocks if block.end]
+        phases["block_attempts"] = [block.attempts for block in self.blocks]
+        phases["total_s"] = self.seconds()
+        return phases
+
+    def describe(self, now: datetime) -> str:
+        """One progress line: where the execution is and for how long it has run."""
+        elapsed = f"{self.seconds(now):.1f} s"
+        if self.status != "RUNNING":
+            return f"{self.status.lower()} after {elapsed}"
+        if self.current in _MAPS and self.blocks:
+            block = self.blocks[-1]
+            total = self.blocks_total or "?"
+            retry = f", attempt {block.attempts}" if block.attempts > 1 else ""
+            return (f"block {block.index + 1}/{total}: {block.workers_done}/"
+                    f"{self.workers or '?'} workers done{retry} | {elapsed}")
+        doing = {PLAN_STATE: "planning (partition, shards, channel)",
+                 GATHER_STATE: "gathering the categories and metrics",
+                 CLEANUP_STATE: "cleaning up", FAILURE_CLEANUP_STATE: "cleaning up after "
+                 "a failure"}.get(self.current, "starting")
+        done = sum(1 for b in self.blocks if b.end)
+        blocks = f", {done}/{self.blocks_total} blocks done" if self.blocks_total else ""
+        return f"{doing}{blocks} | {elapsed}"
+
+
+def _details(event: dict[str, Any], kind: str) -> dict[str, Any]:
+    found: dict[str, Any] = event.get(kind) or {}
+    return found
+
+
+def _read_run(output: str | None, timeline: Timeline) -> None:
+    try:
+        run = json.loads(output or "{}").get("run", {})
+    except (ValueError, AttributeError):
+        return
+    if isinstance(run, dict):
+        timeline.workers = run.get("workers", timeline.workers)
+        timeline.blocks_total = run.get("blocks", timeline.blocks_total)
+
+
+def read_timeline(events: Iterable[dict[str, Any]]) -> Timeline:
+    """Fold history events, oldest first (GetExecutionHistory's default order)."""
+    timeline = Timeline()
+    for event in events:
+        timeline.events += 1
+        kind = event["type"]
+        when = event["timestamp"]
+        if kind == "ExecutionStarted":
+            timeline.start = when
+        elif kind in _ENDS:
+            timeline.status, timeline.end = _ENDS[kind], when
+        elif kind.endswith("StateEntered"):
+            name = _details(event, "stateEnteredEventDetails").get("name", "")
+            if name in _TASKS:
+                timeline.tasks[name] = Span(name, when)
+                timeline.current = name
+            elif name in _MAPS:
+                timeline.blocks.append(BlockSpan(name, when, index=len(timeline.blocks)))
+                timeline.current = name
+        elif kind.endswith("StateExited"):
+            details = _details(event, "stateExitedEventDetails")
+            name = details.get("name", "")
+            if name in _TASKS and name in timeline.tasks:
+                timeline.tasks[name].end = when
+                if name == PLAN_STATE:
+                    _read_run(details.get("output"), timeline)
+            elif name in _MAPS and timeline.blocks:
+                timeline.blocks[-1].end = when
+        elif timeline.blocks and timeline.blocks[-1].end is None:
+            block = timeline.blocks[-1]
+            if kind == "MapStateStarted":
+                block.attempts += 1
+                block.workers_done = block.workers_failed = 0
+            elif kind == "MapIterationSucceeded":
+                block.workers_done += 1
+            elif kind == "MapIterationFailed":
+                block.workers_failed += 1
+            elif kind == "MapStateFailed":
+                block.failed_attempts += 1
+    return timeline
+
+
+def execution_history(client: Any, execution_arn: str) -> list[dict[str, Any]]:
+    """Every event of an execution, oldest first (all pages)."""
+    events: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
+        if token:
+            kwargs["nextToken"] = token
+        page = client.get_execution_history(**kwargs)
+        events.extend(page.get("events", []))
+        token = page.get("nextToken")
+        if not token:
+            return events
