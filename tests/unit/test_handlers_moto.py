@@ -29,7 +29,6 @@ from fsd_inference.cloud.errors import (
 from fsd_inference.cloud.layout import RunLayout, run_id
 from fsd_inference.cloud.storage import Storage
 from fsd_inference.config import AwsConfig
-from fsd_inference.exceptions import ConfigError
 from fsd_inference.handlers import cleanup, gather, plan, worker
 from fsd_inference.local import local_aws
 from fsd_inference.local.server import patched_environ
@@ -120,14 +119,7 @@ def reference_categories(network: Network, rows: int) -> np.ndarray:
     return infer(network, inputs).categories
 
 
-# The queue transport keeps the queue URLs its setup() created and its channel() refuses
-# to work without them, so a worker in another invocation cannot rebuild it from the
-# state payload yet (QueueTransport should resolve the URLs by name when not set up).
-QUEUE_NOT_REBUILDABLE = pytest.mark.xfail(
-    raises=ConfigError, strict=False,
-    reason="QueueTransport.channel() needs setup() in the same process")
-CHANNELS = [pytest.param(c, marks=QUEUE_NOT_REBUILDABLE) if c == "queue" else c
-            for c in sorted(AWS_TRANSPORTS)]
+CHANNELS = sorted(AWS_TRANSPORTS)
 
 
 @pytest.mark.parametrize("channel", CHANNELS)
