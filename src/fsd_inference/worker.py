@@ -42,10 +42,10 @@ def assemble(batch: int, width: int, pieces: Sequence[tuple[np.ndarray, np.ndarr
     """
     rows, cols, data = [], [], []
     for row_ids, positions, values in pieces:
-        coo = values.tocoo()
-        rows.append(row_ids[coo.row])
-        cols.append(positions[coo.col])
-        data.append(coo.data)
+        counts = np.diff(values.indptr)
+        rows.append(np.repeat(row_ids, counts))
+        cols.append(positions[values.indices])
+        data.append(values.data)
     dtype = pieces[0][2].dtype if pieces else np.float64
     matrix = sp.csr_matrix(
         (np.concatenate(data) if data else np.zeros(0, dtype),
@@ -55,6 +55,21 @@ def assemble(batch: int, width: int, pieces: Sequence[tuple[np.ndarray, np.ndarr
     )
     matrix.sort_indices()
     return matrix
+
+
+def local_piece(y: sp.csr_matrix, local_from: np.ndarray, local_to: np.ndarray,
+                batch: int) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
+    """This worker's own columns that the next product needs, without a column slice:
+    one lookup maps each stored column to its input position (or drops it)."""
+    lookup = np.full(y.shape[1], -1, dtype=np.int64)
+    lookup[local_from] = np.arange(local_from.size)
+    mapped = lookup[y.indices]
+    keep = mapped >= 0
+    row_of_entry = np.repeat(np.arange(batch), np.diff(y.indptr))
+    indptr = np.concatenate(([0], np.cumsum(np.bincount(row_of_entry[keep], minlength=batch))))
+    values = sp.csr_matrix((y.data[keep], mapped[keep], indptr),
+                           shape=(batch, local_from.size))
+    return np.arange(batch), local_to, values
 
 
 def run_layers(
@@ -85,10 +100,9 @@ def _one_layer(k: int, layer: LayerShard, y: sp.csr_matrix, batch: int, channel:
                bias: float) -> sp.csr_matrix:
     m = channel.metrics.layer(k)
     started = time.perf_counter()
-    all_rows = np.arange(batch)
     for target, positions in layer.send.items():
         channel.send(k, target, Block.from_columns(y[:, positions]))
-    pieces = [(all_rows, layer.local_to, sp.csr_matrix(y[:, layer.local_from]))]
+    pieces = [local_piece(y, layer.local_from, layer.local_to, batch)]
     compute = time.perf_counter() - started
 
     waited = time.perf_counter()
