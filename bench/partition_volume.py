@@ -9,9 +9,10 @@ in total (twins once: the words each input row costs), neuron copies |R_l(q, p)|
 figure the published system reports: ~3,600 per layer for its partition of the real
 1024 x 120 network, 8 workers), messages per layer and the worst layer's work balance.
 
-Bytes exchanged need a real run: pass ``NAME=FILE`` with the ``--metrics`` JSON of an
-``fsd infer --channel memory --partition NAME`` run and the column is filled from it
-(summary.totals.bytes_sent); without one it stays empty.
+Bytes exchanged need a real run: ``--run`` runs the inference over the memory channel
+(real worker processes, the frames a cloud channel carries) with the 10,000 MNIST sample
+inputs for each partition and checks the categories against the reference; or pass
+``NAME=FILE`` with the ``--metrics`` JSON of an earlier ``fsd infer --partition NAME``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from common import network_file, say
+from common import input_file, network_file, say
 from fsd_inference.model.binary import load_network
+from fsd_inference.model.reference import infer
+from fsd_inference.model.tsv import read_input
 from fsd_inference.partition import get_partitioner
 from fsd_inference.partition.plan import build_plan
+from fsd_inference.runner import InferOptions, run_inference
 
 PARTITIONS = ("hypergraph", "random", "contiguous")
 
@@ -38,6 +42,18 @@ def measured_bytes(metrics: Path | None) -> int | None:
         return None
     document = json.loads(metrics.read_text(encoding="utf-8"))
     return int(document["summary"]["totals"]["bytes_sent"])
+
+
+def run_bytes(name: str, network: Any, workers: int, seed: int) -> int:
+    """Run the inference for real over the memory channel; the frame bytes it sent."""
+    say(f"running {name} over the memory channel")
+    inputs = read_input(input_file(network.neurons), neurons=network.neurons)
+    result = run_inference(network, inputs, InferOptions(workers=workers, partition=name,
+                                                         seed=seed))
+    expected = infer(network, inputs).categories
+    if not np.array_equal(result.categories, expected):
+        raise SystemExit(f"{name}: categories differ from the reference")
+    return int(result.metrics_document()["summary"]["totals"]["bytes_sent"])
 
 
 def measure(name: str, network: Any, workers: int, seed: int) -> dict[str, Any]:
@@ -67,6 +83,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="partitioner seed")
     parser.add_argument("--per-layer", action="store_true", help="also print every layer")
     parser.add_argument("--json", help="write all numbers here")
+    parser.add_argument("--run", action="store_true",
+                        help="run the inference per partition to measure bytes sent")
     parser.add_argument("--infer-metrics", action="append", default=[], metavar="NAME=FILE",
                         help="metrics JSON of an `fsd infer --partition NAME` run")
     args = parser.parse_args()
@@ -75,7 +93,8 @@ def main() -> None:
     rows = [measure(name, network, args.workers, args.seed) for name in PARTITIONS]
     for row in rows:
         given = metrics.get(row["partition"])
-        row["bytes_sent"] = measured_bytes(Path(given) if given else None)
+        row["bytes_sent"] = (run_bytes(row["partition"], network, args.workers, args.seed)
+                             if args.run else measured_bytes(Path(given) if given else None))
 
     print(f"\n{args.neurons} x {args.layers}, {args.workers} workers, seed {args.seed}")
     header = (f"{'partition':<11} {'time s':>7} {'cpu s':>6} {'sent/layer':>10} "
@@ -93,7 +112,7 @@ def main() -> None:
               f"{np.mean(row['messages_per_layer']):>10.1f} {row['worst_balance']:>7.3f} "
               f"{size:>12}")
     print("sent = columns sent (twins once); copies = |R_l(q, p)| summed; balance = worst "
-          "layer's largest work share / mean; bytes sent: from --infer-metrics, else -")
+          "layer's largest work share / mean; bytes sent: --run or --infer-metrics, else -")
     if args.per_layer:
         print("\nlayer " + " ".join(f"{row['partition']:>11}" for row in rows))
         for k in range(args.layers):
