@@ -213,7 +213,11 @@ def demo_model() -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     """The serverless application end to end: embedded local AWS, or --stack on AWS."""
     from fsd_inference.app import RunOptions, run_and_report
+    from fsd_inference.cloud.stack import stack_outputs
 
+    aws = AwsConfig(endpoint_url=args.endpoint_url) if args.endpoint_url else None
+    if args.stack:  # a wrong stack name fails before the demo network is generated
+        stack_outputs(args.stack, aws or AwsConfig())
     options = RunOptions(
         model=Path(args.model) if args.model else demo_model(),
         input=Path(args.input) if args.input else sample_input_path(),
@@ -222,7 +226,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         message_limit=args.message_limit, receive_timeout_s=args.timeout, rows=args.rows,
         bias=args.bias)
     out = Path(args.out) if args.out else cache_dir() / "categories.txt"
-    aws = AwsConfig(endpoint_url=args.endpoint_url) if args.endpoint_url else None
     return run_and_report(options, out, Path(args.metrics) if args.metrics else None,
                           stack=args.stack, aws=aws, quiet=args.quiet)
 

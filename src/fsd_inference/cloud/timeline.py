@@ -59,6 +59,7 @@ class Timeline:
     workers: int | None = None
     blocks_total: int | None = None
     current: str = ""
+    failed_in: str = ""  # the state that was running when the failure path began
     tasks: dict[str, Span] = field(default_factory=dict)
     blocks: list[BlockSpan] = field(default_factory=list)
     events: int = 0
@@ -125,6 +126,8 @@ def read_timeline(events: Iterable[dict[str, Any]]) -> Timeline:
         elif kind.endswith("StateEntered"):
             name = _details(event, "stateEnteredEventDetails").get("name", "")
             if name in _TASKS:
+                if name == FAILURE_CLEANUP_STATE:
+                    timeline.failed_in = timeline.current
                 timeline.tasks[name] = Span(name, when)
                 timeline.current = name
             elif name in _MAPS:

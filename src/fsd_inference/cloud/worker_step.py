@@ -14,7 +14,11 @@ BlockDeadlineError (the fix is fewer layers per block), long before Lambda would
 it. A failure that a rerun can cure (a peer timed out, a connection dropped) becomes
 RetryableBlockError, which the state machine retries as a whole block. If the run was
 cleaned up meanwhile (its manifest is gone: another worker failed and the failure
-path deleted queues and scratch), the worker stops with RunCancelled.
+path deleted queues and scratch), the worker stops with RunCancelled. Such a straggler
+may have written after the cleanup (messages of the object channel, spilled payloads,
+its checkpoint), so before it stops it deletes the run's scratch and run prefixes
+again: every straggler tidies up after its own last write, and a failed execution
+leaves nothing behind (tests/functional/test_app.py).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,7 @@ import scipy.sparse as sp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fsd_inference.channels import ChannelError, Transport
+from fsd_inference.channels.s3 import scratch_prefix
 from fsd_inference.cloud.activations import read_activations, write_activations
 from fsd_inference.cloud.errors import (
     BlockDeadlineError,
@@ -122,6 +128,13 @@ def _cancelled(storage: Storage, run: RunInfo) -> bool:
         return False
 
 
+def _withdraw(storage: Storage, run: RunInfo) -> None:
+    """Delete what this straggler may have written after the run was cleaned up."""
+    for prefix in (scratch_prefix(run.execution), run.layout.prefix):
+        with suppress(StorageError):
+            storage.delete_prefix(prefix)
+
+
 def worker_step(run: RunInfo, block: int, worker: int, deadline_s: float,
                 settings: CloudSettings | None = None, storage: Storage | None = None,
                 transport: Transport | None = None,
@@ -157,6 +170,7 @@ def worker_step(run: RunInfo, block: int, worker: int, deadline_s: float,
                 channel.close()
         except (ChannelError, ClientError, BotoCoreError) as exc:
             if _cancelled(storage, run):
+                _withdraw(storage, run)
                 raise RunCancelled(f"worker {worker}, block {block}: execution "
                                    f"{run.execution} was cleaned up while this worker ran "
                                    f"({exc})") from exc
@@ -174,5 +188,9 @@ def worker_step(run: RunInfo, block: int, worker: int, deadline_s: float,
     }
     storage.put_bytes(layout.metrics(block, worker), json.dumps(document).encode(),
                       "application/json")
+    if _cancelled(storage, run):  # another worker failed and the run was cleaned up
+        _withdraw(storage, run)
+        raise RunCancelled(f"worker {worker}, block {block}: execution {run.execution} was "
+                           f"cleaned up while this worker ran; its writes were withdrawn")
     return {"worker": worker, "block": block, "first": first, "last": last,
             "seconds": round(seconds, 3), "nnz": int(y.nnz)}

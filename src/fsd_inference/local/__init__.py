@@ -1,4 +1,6 @@
-"""The local AWS runtime: an embedded moto server, started when nothing else is set up."""
+"""The local AWS runtime: an embedded moto server, started when nothing else is set up,
+and, for the serverless application, the same server with executing Step Functions and
+the project's handlers as Lambda functions (local_serverless; see emulator.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from contextlib import contextmanager
 import boto3
 
 from fsd_inference.config import ENV_ENDPOINT, AwsConfig
+from fsd_inference.local.emulator import LocalCloud, local_serverless
 from fsd_inference.local.server import LOCAL_BUCKET, local_aws, patched_environ
 
 
@@ -37,4 +40,5 @@ def aws_for_run(needs_aws: bool, announce: Callable[[str], None]) -> Iterator[Aw
         yield config
 
 
-__all__ = ["LOCAL_BUCKET", "aws_configured", "aws_for_run", "local_aws"]
+__all__ = ["LOCAL_BUCKET", "LocalCloud", "aws_configured", "aws_for_run", "local_aws",
+           "local_serverless"]

@@ -1,0 +1,64 @@
+"""``fsd run``: the serverless application end to end.
+
+Without ``--stack``: the embedded local AWS (moto with executing Step Functions and the
+project's handlers as Lambda functions), template.yaml deployed into it, one execution.
+With ``--stack NAME``: the same driver against a stack deployed with ``sam deploy``.
+See driver.py for the steps and report.py for what is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from fsd_inference.app.driver import (
+    LOCAL_STACK,
+    ExecutionFailed,
+    RunOptions,
+    RunReport,
+    run_local,
+    run_on_stack,
+)
+from fsd_inference.app.report import failure_lines, summary_lines
+from fsd_inference.config import AwsConfig
+from fsd_inference.model.tsv import atomic_path, write_categories
+
+EXIT_MISMATCH = 3
+
+
+def _stderr(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def run_and_report(options: RunOptions, out: Path, metrics: Path | None = None,
+                   stack: str | None = None, aws: AwsConfig | None = None,
+                   quiet: bool = False) -> int:
+    """Run, print the summary, write the categories (and metrics); the exit code."""
+    say = None if quiet else _stderr
+    live = sys.stderr.isatty()
+    try:
+        if stack:
+            report = run_on_stack(stack, options, aws or AwsConfig(), say, live)
+        else:
+            report = run_local(options, say, live)
+    except ExecutionFailed as exc:
+        for line in failure_lines(exc.report):
+            print(line)
+        raise
+    assert report.categories is not None
+    write_categories(report.categories, out)
+    for line in summary_lines(report):
+        print(line)
+    print(f"categories written to {out}")
+    if metrics is not None:
+        with atomic_path(metrics) as temporary:
+            temporary.write_text(json.dumps(report.metrics_document(), indent=1),
+                                 encoding="utf-8")
+        print(f"metrics written to {metrics}")
+    return EXIT_MISMATCH if report.matches is False else 0
+
+
+__all__ = ["LOCAL_STACK", "ExecutionFailed", "RunOptions", "RunReport", "run_and_report",
+           "run_local", "run_on_stack"]

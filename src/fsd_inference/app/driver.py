@@ -1,0 +1,322 @@
+"""Drive one execution of the deployed application, on AWS or the embedded local AWS.
+
+:func:`run_on_stack` needs only a stack name (and where AWS is): the stack's outputs
+name the bucket and the state machine. It uploads the model (as a ``.fsdm`` bundle
+keyed by its fingerprint) and the input (keyed by its content hash) unless the bucket
+has them already, starts an execution, follows its history for the progress line,
+downloads the categories and metrics the Gather step wrote, and checks the categories
+against the single-process reference (cached by model, input, rows and dtype).
+
+:func:`run_local` starts the embedded AWS (fsd_inference.local), deploys template.yaml
+into it, warms the functions' sandboxes, and then runs exactly the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from fsd_inference.cloud.stack import StackOutputs, stack_outputs, stepfunctions_client
+from fsd_inference.cloud.storage import Storage, storage_for
+from fsd_inference.cloud.timeline import Timeline, execution_history, read_timeline
+from fsd_inference.config import AwsConfig, cache_dir
+from fsd_inference.constants import DEFAULT_DTYPE
+from fsd_inference.exceptions import FsdError
+from fsd_inference.model.binary import SUFFIX, save_network
+from fsd_inference.model.load import load_model
+from fsd_inference.model.network import Network
+from fsd_inference.model.reference import infer
+from fsd_inference.model.tsv import read_categories, read_input, write_categories
+
+LOCAL_STACK = "fsd-local"
+POLL_S = 1.0
+WAIT_LIMIT_S = 6 * 3600.0  # a Standard execution may run a year; this driver will not
+Say = Callable[[str], None]
+
+
+class ExecutionFailed(FsdError):
+    """The execution ended other than SUCCEEDED; carries its error and cause."""
+
+    def __init__(self, report: RunReport) -> None:
+        self.report = report
+        error, cause = report.error or "no error name", report.cause or "no cause"
+        text = cause if cause.startswith(f"{error}:") else f"{error}: {cause}"
+        super().__init__(f"execution {report.execution_name} {report.status.lower()}: {text}")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """One ``fsd run``: what to run (None: the demo's defaults, chosen by the CLI)."""
+
+    model: Path
+    input: Path
+    workers: int = 8
+    channel: str = "queue"
+    partition: str = "hypergraph"
+    seed: int = 0
+    dtype: str = DEFAULT_DTYPE
+    layers_per_block: int | None = None
+    message_limit: int | None = None
+    receive_timeout_s: float | None = None
+    rows: int | None = None
+    bias: float | None = None
+    poll_s: float = POLL_S
+    execution_name: str | None = None
+
+    def request(self, model_key: str, input_key: str) -> dict[str, Any]:
+        """The execution's input (cloud/plan_step.py's request); None fields left out."""
+        request: dict[str, Any] = {
+            "model": model_key, "input": input_key, "workers": self.workers,
+            "channel": self.channel, "partition": self.partition, "seed": self.seed,
+            "dtype": self.dtype, "layers_per_block": self.layers_per_block,
+            "message_limit": self.message_limit, "receive_timeout_s": self.receive_timeout_s,
+            "rows": self.rows,
+        }
+        return {k: v for k, v in request.items() if v is not None}
+
+
+@dataclass
+class RunReport:
+    stack: StackOutputs
+    execution_name: str
+    execution_arn: str
+    status: str
+    timeline: Timeline
+    request: dict[str, Any]
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    cause: str | None = None
+    categories: np.ndarray | None = None
+    reference: np.ndarray | None = None
+    metrics: dict[str, Any] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # driver-side: upload, ...
+
+    @property
+    def matches(self) -> bool | None:
+        if self.categories is None or self.reference is None:
+            return None
+        return bool(np.array_equal(self.categories, self.reference))
+
+    def metrics_document(self) -> dict[str, Any]:
+        """The run's metrics (from S3) plus what only the driver saw."""
+        return {**(self.metrics or {}), "driver": {
+            "stack": self.stack.stack_name, "execution_arn": self.execution_arn,
+            "status": self.status, "request": self.request,
+            "execution_history": self.timeline.phases(), "driver_s": self.seconds,
+            "reference_match": self.matches}}
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def upload_model(storage: Storage, network: Network, path: Path, bias: float | None) -> str:
+    """``models/{fingerprint}.fsdm`` in the bucket (uploaded once per model and bias)."""
+    key = f"models/{network.fingerprint()}{SUFFIX}"
+    if storage.exists(key):
+        return key
+    if path.is_file() and path.suffix == SUFFIX and bias is None:
+        storage.put_file(key, path)
+        return key
+    with tempfile.TemporaryDirectory(prefix="fsd-model-") as tmp:
+        bundle = Path(tmp) / f"model{SUFFIX}"
+        save_network(network, bundle)
+        storage.put_file(key, bundle)
+    return key
+
+
+def upload_input(storage: Storage, path: Path) -> str:
+    """``inputs/{sha256[:16]}/{name}`` in the bucket (uploaded once per content)."""
+    key = f"inputs/{_sha256(path)[:16]}/{path.name}"
+    if not storage.exists(key):
+        storage.put_file(key, path)
+    return key
+
+
+def reference_categories(network: Network, input_path: Path, rows: int | None,
+                         dtype: str) -> np.ndarray:
+    """The single-process reference's categories, cached under the cache directory."""
+    name = f"{network.fingerprint()}-{_sha256(input_path)[:16]}-{rows or 'all'}-{dtype}.txt"
+    path = cache_dir() / "reference" / name
+    if path.is_file():
+        return read_categories(path)
+    inputs = read_input(input_path, neurons=network.neurons, dtype=dtype)
+    if rows is not None:
+        inputs = sp.csr_matrix(inputs[:rows])
+    categories = infer(network, inputs, dtype).categories
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_categories(categories, path)
+    return categories
+
+
+# ----------------------------------------------------------------------------- the execution
+
+
+def execution_name() -> str:
+    """``fsd-YYYYmmdd-HHMMSS-xxxxxx``: sortable, unique, a valid run id as it is."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"fsd-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+class ProgressLine:
+    """The execution's progress on stderr: redrawn in place on a terminal, else one line
+    per phase or block change."""
+
+    def __init__(self, say: Say | None, live: bool) -> None:
+        self.say = say
+        self.live = live
+        self._last = ""
+
+    def __call__(self, timeline: Timeline, now: datetime) -> None:
+        if self.say is None:
+            return
+        line = timeline.describe(now)
+        if self.live:
+            self.say(f"\r{line}\033[K")
+            return
+        key = line.split(" | ")[0].split(":")[0]
+        if key != self._last:
+            self._last = key
+            self.say(line + "\n")
+
+    def close(self) -> None:
+        if self.say is not None and self.live:
+            self.say("\n")
+
+
+def follow(sfn: Any, execution_arn: str, poll_s: float, progress: ProgressLine,
+           limit_s: float = WAIT_LIMIT_S) -> tuple[dict[str, Any], Timeline]:
+    """Poll until the execution ends; (DescribeExecution, the timeline of its history)."""
+    deadline = time.monotonic() + limit_s
+    try:
+        while True:
+            description = sfn.describe_execution(executionArn=execution_arn)
+            timeline = read_timeline(execution_history(sfn, execution_arn))
+            progress(timeline, datetime.now(UTC))
+            if description["status"] != "RUNNING":
+                return description, timeline
+            if time.monotonic() > deadline:
+                raise FsdError(f"execution {execution_arn} still running after "
+                               f"{limit_s:.0f} s: stopped waiting (it keeps running)")
+            time.sleep(poll_s)
+    finally:
+        progress.close()
+
+
+def _results(storage: Storage, output: dict[str, Any], directory: Path
+             ) -> tuple[np.ndarray, dict[str, Any]]:
+    def key(uri: str) -> str:
+        return uri.split("/", 3)[3]
+
+    path = storage.get_file(key(output["categories_uri"]), directory / "categories.txt")
+    metrics = storage.get_json(key(output["metrics_uri"]))
+    return read_categories(path), metrics
+
+
+@dataclass
+class StartedRun:
+    """An execution started by start_run, for finish_run to follow and collect."""
+
+    stack: StackOutputs
+    options: RunOptions
+    aws: AwsConfig
+    network: Network
+    storage: Storage
+    request: dict[str, Any]
+    execution_name: str
+    execution_arn: str
+    timings: dict[str, float]
+
+
+def start_run(stack_name: str, options: RunOptions, aws: AwsConfig,
+              say: Say | None = None) -> StartedRun:
+    """Upload what the bucket lacks and start the execution (returns at once)."""
+    timings: dict[str, float] = {}
+    tick = time.perf_counter()
+    stack = stack_outputs(stack_name, aws)
+    storage = storage_for(stack.bucket, aws)
+    network = load_model(options.model, bias=options.bias)
+    model_key = upload_model(storage, network, options.model, options.bias)
+    input_key = upload_input(storage, options.input)
+    timings["upload_s"] = time.perf_counter() - tick
+    request = options.request(model_key, input_key)
+    name = options.execution_name or execution_name()
+    execution_arn = stepfunctions_client(aws).start_execution(
+        stateMachineArn=stack.state_machine_arn, name=name,
+        input=json.dumps(request))["executionArn"]
+    if say is not None:
+        say(f"execution {name} started on stack {stack_name}: {options.workers} workers, "
+            f"{options.channel} channel, {options.partition} partition\n")
+    return StartedRun(stack, options, aws, network, storage, request, name, execution_arn,
+                      timings)
+
+
+def finish_run(started: StartedRun, say: Say | None = None, live: bool = False) -> RunReport:
+    """Follow the execution to its end, then collect and check its results; raises
+    ExecutionFailed if it did not succeed."""
+    options, timings = started.options, started.timings
+    tick = time.perf_counter()
+    description, timeline = follow(stepfunctions_client(started.aws), started.execution_arn,
+                                   options.poll_s, ProgressLine(say, live))
+    timings["execution_s"] = time.perf_counter() - tick
+    report = RunReport(started.stack, started.execution_name, started.execution_arn,
+                       description["status"], timeline, started.request,
+                       error=description.get("error"), cause=description.get("cause"),
+                       seconds=timings)
+    if report.status != "SUCCEEDED":
+        raise ExecutionFailed(report)
+    report.output = json.loads(description.get("output") or "{}")
+    with tempfile.TemporaryDirectory(prefix="fsd-results-") as tmp:
+        report.categories, report.metrics = _results(started.storage, report.output, Path(tmp))
+    tick = time.perf_counter()
+    report.reference = reference_categories(started.network, options.input, options.rows,
+                                            options.dtype)
+    timings["reference_s"] = time.perf_counter() - tick
+    return report
+
+
+def run_on_stack(stack_name: str, options: RunOptions, aws: AwsConfig,
+                 say: Say | None = None, live: bool = False) -> RunReport:
+    """One execution on a deployed stack; raises ExecutionFailed if it did not succeed."""
+    return finish_run(start_run(stack_name, options, aws, say), say, live)
+
+
+def run_local(options: RunOptions, say: Say | None = None, live: bool = False,
+              stack_name: str = LOCAL_STACK) -> RunReport:
+    """Start the embedded AWS, deploy template.yaml into it, and run_on_stack there."""
+    from fsd_inference.local.emulator import local_serverless
+    from fsd_inference.local.stack import deploy_stack
+
+    started = time.perf_counter()
+    with local_serverless() as cloud:
+        deployed = deploy_stack(stack_name, cloud.aws)
+        cloud.prewarm(deployed.outputs, options.workers)
+        if say is not None:
+            say(f"embedded AWS at {cloud.aws.endpoint_url}: stack {stack_name} deployed from "
+                f"template.yaml in {deployed.seconds:.1f} s\n")
+        try:
+            report = run_on_stack(stack_name, options, cloud.aws, say, live)
+        except ExecutionFailed as exc:
+            exc.report.seconds["deploy_s"] = deployed.seconds
+            raise
+        report.seconds["deploy_s"] = deployed.seconds
+    report.seconds["total_s"] = time.perf_counter() - started
+    return report

@@ -1,0 +1,105 @@
+"""The summary ``fsd run`` prints: result, time per phase, traffic, API calls, cost."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from fsd_inference.app.driver import RunReport
+
+TOP_CALLS = 8
+
+
+def _seconds(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values) + " s"
+
+
+def _api_calls(metrics: dict[str, Any]) -> Counter[str]:
+    calls: Counter[str] = Counter(metrics.get("summary", {}).get("api_calls", {}))
+    calls.update(metrics.get("api_calls_outside_workers", {}))
+    return calls
+
+
+def _cost(metrics: dict[str, Any]) -> str:
+    cost = metrics.get("cost")
+    if not cost:
+        return "no cost estimate in the metrics"
+    items = cost["items"]
+    lam = items["lambda_compute"]["usd"] + items["lambda_requests"]["usd"]
+    s3 = items["s3_put_list_requests"]["usd"] + items["s3_get_other_requests"]["usd"]
+    prices = cost["prices"]
+    return (f"${cost['total_usd']:.4f}: Lambda ${lam:.4f} "
+            f"({items['lambda_compute']['quantity']:.1f} GB-s, "
+            f"{items['lambda_requests']['quantity']:.0f} invocations), "
+            f"SQS ${items['sqs_requests']['usd']:.4f} "
+            f"({items['sqs_requests']['quantity']:,.0f} billed requests), "
+            f"S3 ${s3:.4f}, Step Functions ${items['stepfunctions_transitions']['usd']:.4f} "
+            f"({items['stepfunctions_transitions']['quantity']:,.0f} transitions); "
+            f"{cost['arch']}, {prices['region']} list prices as of {prices['as_of']}")
+
+
+def summary_lines(report: RunReport) -> list[str]:
+    """What a person reads after the run (stdout)."""
+    run = report.metrics or {}
+    phases = report.timeline.phases()
+    lines = [
+        f"execution {report.execution_name} on stack {report.stack.stack_name}: "
+        f"{report.status} in {phases['total_s']:.1f} s | {run.get('workers', '?')} workers, "
+        f"{run.get('channel', '?')} channel, {run.get('blocks', '?')} block(s) of "
+        f"{run.get('layers_per_block', '?')} layers, {run.get('neurons', '?')} neurons x "
+        f"{run.get('depth', '?')} layers",
+    ]
+    if report.categories is not None:
+        verdict = {True: "identical to the single-process reference",
+                   False: f"DIFFERENT from the single-process reference "
+                          f"({0 if report.reference is None else report.reference.size:,} "
+                          f"categories)", None: "no reference"}[report.matches]
+        batch = run.get("batch")
+        inputs = f"{batch:,}" if isinstance(batch, int) else "?"
+        lines.append(f"categories: {report.categories.size:,} of {inputs} inputs | {verdict}")
+    attempts = phases.get("block_attempts", [])
+    retried = sum(a - 1 for a in attempts if a > 1)
+    lines.append(
+        "phases (execution history): "
+        f"plan {phases.get('plan_s', 0):.1f} s | blocks {_seconds(phases['blocks_s'])}"
+        + (f" ({retried} retried)" if retried else "")
+        + f" | gather {phases.get('gather_s', 0):.1f} s | cleanup "
+        f"{phases.get('cleanup_s', 0):.1f} s")
+    steps = run.get("phases_s", {})
+    plan = {k.removeprefix("plan_").removesuffix("_s"): v for k, v in steps.items()
+            if k.startswith("plan_") and isinstance(v, float) and k != "plan_total_s"}
+    if plan:
+        lines.append("plan step: " + ", ".join(f"{k} {v:.1f} s" for k, v in plan.items())
+                     + f"; slowest worker per block: {_seconds(steps.get('blocks_s', []))}")
+    totals = run.get("summary", {}).get("totals", {})
+    if totals:
+        lines.append(
+            f"traffic: {int(totals.get('bytes_sent', 0)):,} bytes in "
+            f"{int(totals.get('messages_sent', 0)):,} messages "
+            f"({int(totals.get('frames_sent', 0)):,} frames); summed over workers: "
+            f"compute {totals.get('compute_s', 0):.1f} s, waiting {totals.get('wait_s', 0):.1f} s")
+    calls = _api_calls(run)
+    if calls:
+        top = ", ".join(f"{api} {n:,}" for api, n in calls.most_common(TOP_CALLS))
+        rest = len(calls) - TOP_CALLS
+        lines.append(f"API calls ({sum(calls.values()):,}): {top}"
+                     + (f", {rest} more kinds" if rest > 0 else ""))
+    lines.append(f"modeled AWS cost of this run: {_cost(run)}")
+    driver = report.seconds
+    if driver:
+        lines.append("driver: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s"
+                                            for k, v in driver.items()))
+    return lines
+
+
+def failure_lines(report: RunReport) -> list[str]:
+    """Where a failed execution got to, before the error line."""
+    timeline = report.timeline
+    phases = timeline.phases()
+    where = timeline.failed_in or timeline.current or "?"
+    if where in ("InlineBlock", "DistributedBlock") and timeline.blocks:
+        block = timeline.blocks[-1]
+        where = f"block {block.index + 1} (attempt {block.attempts})"
+    return [f"execution {report.execution_name} on stack {report.stack.stack_name}: "
+            f"{report.status} after {phases['total_s']:.1f} s, in {where}; "
+            f"{len(phases['blocks_s'])} block(s) had finished"]

@@ -1,0 +1,228 @@
+"""moto's Step Functions made to run this application's state machine (moto 5.2.5 only).
+
+Three local changes, each checked against the pinned moto (``check_hook_points``, and a
+test that fails loudly if one moved):
+
+1. Executing backend. moto only interprets ASL when ``execute_state_machine`` is on
+   (moto.core.config); :func:`executing_step_functions` turns it on for a block. The
+   interpreter then calls Lambda at ``localhost:$MOTO_PORT``, which local_aws() sets.
+2. State machines from CloudFormation. moto's ``AWS::StepFunctions::StateMachine``
+   lands in the *non-executing* backend, reads only ``DefinitionString`` and never
+   applies ``DefinitionSubstitutions``, so what SAM makes of ``DefinitionUri`` (a
+   ``DefinitionS3Location``) becomes an empty machine. :func:`patch_cloudformation`
+   makes CloudFormation read the definition (string, object or S3 location), apply
+   the substitutions, and create (and delete) the machine in the executing backend.
+3. ``States.*`` errors out of Map iterations. moto wraps an iteration's error name in
+   ``CustomErrorName``, which refuses names starting with ``States.``, so an iteration
+   failing with ``States.Timeout`` (a Task's TimeoutSeconds) or
+   ``States.DataLimitExceeded`` fails the whole Map with ``States.Runtime`` and a Catch
+   or Retry for the real name never matches. :func:`patch_map_iteration_errors` names
+   such errors as the interpreter names them everywhere else (``StatesErrorName``).
+
+And one grammar gap: moto's ASL parser accepts ``ToleratedFailurePercentage`` only as
+a decimal (``0.0``), not as the integer ``0`` that AWS accepts, so definitions created
+through CloudFormation here are normalised (:func:`normalise_for_moto`: same numbers,
+written as decimals) before moto parses them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fsd_inference.local.lambda_runtime import LocalRuntimeError
+
+ITERATION_MODULE = ("moto.stepfunctions.parser.asl.component.state.exec.state_map."
+                    "iteration.iteration_worker")
+ERROR_NAME_MODULE = "moto.stepfunctions.parser.asl.component.common.error_name"
+_PATCH_LOCK = threading.Lock()
+_ORIGINALS: dict[str, Any] = {}
+
+
+# ----------------------------------------------------------------------------- 1. execution
+
+
+@contextmanager
+def executing_step_functions() -> Iterator[None]:
+    """Executions interpret their ASL for the block (moto's own switch)."""
+    from moto.core.config import default_user_config
+
+    section = default_user_config.setdefault("stepfunctions", {})
+    before = section.get("execute_state_machine", False)
+    section["execute_state_machine"] = True
+    try:
+        yield
+    finally:
+        section["execute_state_machine"] = before
+
+
+def executing_backend(account_id: str, region: str) -> Any:
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    return stepfunctions_parser_backends[account_id][region]
+
+
+# ----------------------------------------------------------------------------- 2. CloudFormation
+
+
+def substitute(definition: str, substitutions: dict[str, Any]) -> str:
+    """``${Name}`` -> value, as CloudFormation applies DefinitionSubstitutions."""
+    for name, value in substitutions.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        definition = definition.replace("${" + name + "}", text)
+    return definition
+
+
+DECIMAL_ONLY_FIELDS = ("ToleratedFailurePercentage",)
+
+
+def normalise_for_moto(definition: str) -> str:
+    """Integer values of DECIMAL_ONLY_FIELDS rewritten as decimals (same value)."""
+    try:
+        document = json.loads(definition)
+    except ValueError:
+        return definition  # moto's parser reports what is wrong with it
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: float(value) if key in DECIMAL_ONLY_FIELDS and isinstance(value, int)
+                    and not isinstance(value, bool) else walk(value)
+                    for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    return json.dumps(walk(document))
+
+
+def _definition(properties: dict[str, Any], account_id: str, partition: str) -> str:
+    if "DefinitionString" in properties:
+        text = str(properties["DefinitionString"])
+    elif "Definition" in properties:
+        text = json.dumps(properties["Definition"])
+    elif "DefinitionS3Location" in properties:
+        from moto.s3.models import s3_backends
+
+        location = properties["DefinitionS3Location"]
+        key = s3_backends[account_id][partition].get_object(location["Bucket"],
+                                                            location["Key"])
+        if key is None:
+            raise LocalRuntimeError(f"state machine definition s3://{location['Bucket']}/"
+                                    f"{location['Key']} does not exist")
+        text = key.value.decode("utf-8")
+    else:
+        raise LocalRuntimeError("the state machine resource has no definition")
+    return normalise_for_moto(substitute(text, properties.get("DefinitionSubstitutions") or {}))
+
+
+def _create_state_machine(cls: Any, /, resource_name: str, cloudformation_json: Any,
+                          account_id: str, region_name: str, **_: Any) -> Any:
+    from moto.stepfunctions.utils import cfn_to_api_tags
+    from moto.utilities.utils import get_partition
+
+    properties = cloudformation_json["Properties"]
+    definition = _definition(properties, account_id, get_partition(region_name))
+    backend = executing_backend(account_id, region_name)
+    return backend.create_state_machine(
+        properties.get("StateMachineName", resource_name), definition,
+        properties.get("RoleArn", ""), tags=cfn_to_api_tags(properties.get("Tags", [])),
+        sm_type=properties.get("StateMachineType"))
+
+
+def _delete_state_machine(cls: Any, /, resource_name: str, cloudformation_json: Any,
+                          account_id: str, region_name: str) -> None:
+    executing_backend(account_id, region_name).delete_state_machine(resource_name)
+
+
+def patch_cloudformation() -> None:
+    """CloudFormation state machines: definition read, substituted, executable."""
+    from moto.stepfunctions.models import StateMachine
+
+    with _PATCH_LOCK:
+        if "cfn_create" in _ORIGINALS:
+            return
+        _ORIGINALS["cfn_create"] = StateMachine.__dict__["create_from_cloudformation_json"]
+        _ORIGINALS["cfn_delete"] = StateMachine.__dict__["delete_from_cloudformation_json"]
+        setattr(StateMachine, "create_from_cloudformation_json",  # noqa: B010
+                classmethod(_create_state_machine))
+        setattr(StateMachine, "delete_from_cloudformation_json",  # noqa: B010
+                classmethod(_delete_state_machine))
+
+
+# ----------------------------------------------------------------------------- 3. Map errors
+
+
+def _iteration_error_name(error_name: str | None) -> Any:
+    """The error name of a failed Map iteration, ``States.*`` names included."""
+    custom = importlib.import_module(f"{ERROR_NAME_MODULE}.custom_error_name")
+    states = importlib.import_module(f"{ERROR_NAME_MODULE}.states_error_name")
+    base = importlib.import_module(f"{ERROR_NAME_MODULE}.error_name")
+    if error_name is not None and error_name.startswith(custom.ILLEGAL_CUSTOM_ERROR_PREFIX):
+        try:
+            return states.StatesErrorName.from_name(error_name)
+        except ValueError:  # a States.* name the interpreter does not know: keep it
+            return base.ErrorName(error_name)
+    return custom.CustomErrorName(error_name)
+
+
+def patch_map_iteration_errors() -> None:
+    """An iteration's ``States.*`` error reaches the Map's Retry and Catch (idempotent)."""
+    module = importlib.import_module(ITERATION_MODULE)
+    with _PATCH_LOCK:
+        if "iteration_error_name" in _ORIGINALS:
+            return
+        _ORIGINALS["iteration_error_name"] = getattr(module, "CustomErrorName")  # noqa: B009
+        setattr(module, "CustomErrorName", _iteration_error_name)  # noqa: B010
+
+
+@contextmanager
+def unpatched_map_iteration_errors() -> Iterator[None]:
+    """moto's own behaviour for the block (tests show the bug is still there)."""
+    module = importlib.import_module(ITERATION_MODULE)
+    with _PATCH_LOCK:
+        current = getattr(module, "CustomErrorName")  # noqa: B009
+        setattr(module, "CustomErrorName",  # noqa: B010
+                _ORIGINALS.get("iteration_error_name", current))
+    try:
+        yield
+    finally:
+        with _PATCH_LOCK:
+            setattr(module, "CustomErrorName", current)  # noqa: B010
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_hook_points() -> None:
+    """Fail loudly if the pinned moto internals these patches rely on moved."""
+    from moto.core.config import default_user_config
+    from moto.stepfunctions.models import StateMachine
+
+    problems = []
+    if "execute_state_machine" not in default_user_config.get("stepfunctions", {}):
+        problems.append("moto.core.config has no stepfunctions.execute_state_machine")
+    for name in ("create_from_cloudformation_json", "delete_from_cloudformation_json"):
+        method = _ORIGINALS.get("cfn_" + name.split("_")[0]) or StateMachine.__dict__.get(name)
+        if not isinstance(method, classmethod):
+            problems.append(f"StateMachine.{name} is not a classmethod")
+    module = importlib.import_module(ITERATION_MODULE)
+    source = inspect.getsource(module.IterationWorker._eval_job)
+    if "CustomErrorName(error_name=error_name)" not in source:
+        problems.append("IterationWorker._eval_job no longer names errors with "
+                        "CustomErrorName(error_name=error_name)")
+    if not hasattr(module, "CustomErrorName"):
+        problems.append(f"{ITERATION_MODULE} no longer imports CustomErrorName")
+    if problems:
+        raise LocalRuntimeError("moto's Step Functions internals moved: " + "; ".join(problems))
+
+
+def prepare() -> None:
+    """Check and apply the patches (idempotent)."""
+    check_hook_points()
+    patch_cloudformation()
+    patch_map_iteration_errors()

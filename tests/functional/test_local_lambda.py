@@ -1,0 +1,283 @@
+"""The local Lambda runtime and the Step Functions fixes, through moto's own APIs.
+
+Functions are created with a small probe package (below) through the Lambda API of
+the embedded server and invoked through it, as Step Functions invokes them; the hook
+point tests fail loudly if the pinned moto internals moved.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import io
+import json
+import textwrap
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fsd_inference.cloud.stack import service_client, stepfunctions_client
+from fsd_inference.local import lambda_runtime, stepfunctions
+from fsd_inference.local.emulator import LocalCloud, local_serverless
+from fsd_inference.local.server import PINNED_MOTO
+
+PROBE = textwrap.dedent('''
+    import os, pathlib, time
+
+    class ProbeError(Exception):
+        pass
+
+    def echo(event, context):
+        print("echo called", flush=True)
+        names = ("AWS_ENDPOINT_URL", "PROBE_VALUE", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "TMPDIR")
+        return {"event": event, "pid": os.getpid(),
+                "remaining_ms": context.get_remaining_time_in_millis(),
+                "env": {name: os.environ.get(name) for name in names}}
+
+    def fail(event, context):
+        raise ProbeError(f"asked to fail: {event['why']}")
+
+    def sleep(event, context):
+        time.sleep(event["seconds"])
+        return {"pid": os.getpid()}
+
+    def barrier(event, context):
+        folder = pathlib.Path(event["folder"])
+        (folder / str(event["index"])).touch()
+        deadline = time.monotonic() + event["timeout"]
+        while len(list(folder.iterdir())) < event["parties"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(list(folder.iterdir()))} ran at once")
+            time.sleep(0.02)
+        return {"pid": os.getpid()}
+
+    def crash(event, context):
+        os._exit(3)
+''')
+ROLE = "arn:aws:iam::123456789012:role/probe"
+
+
+def probe_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("probe.py", PROBE)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[LocalCloud]:
+    with local_serverless() as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def lambda_api(cloud: LocalCloud) -> Any:
+    trust = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+        "Action": "sts:AssumeRole"}]}
+    service_client("iam", cloud.aws).create_role(RoleName=ROLE.rsplit("/", 1)[1],
+                                                 AssumeRolePolicyDocument=json.dumps(trust))
+    return service_client("lambda", cloud.aws)
+
+
+_COUNTER = iter(range(10_000))
+
+
+def make_function(api: Any, handler: str, timeout: int = 30, **environment: str) -> str:
+    name = f"probe-{handler.replace('.', '-')}-{next(_COUNTER)}"
+    api.create_function(FunctionName=name, Runtime="python3.13", Role=ROLE, Handler=handler,
+                        Code={"ZipFile": probe_zip()}, Timeout=timeout, MemorySize=512,
+                        Environment={"Variables": environment})
+    return name
+
+
+def invoke(api: Any, name: str, event: Any, tail: bool = False) -> tuple[Any, dict[str, Any]]:
+    response = api.invoke(FunctionName=name, Payload=json.dumps(event),
+                          LogType="Tail" if tail else "None")
+    return json.loads(response["Payload"].read()), response
+
+
+# ----------------------------------------------------------------------------- hook points
+
+
+def test_the_hook_points_are_where_the_runtime_expects_them() -> None:
+    """Fails loudly when moto is upgraded and its internals moved (pin moto)."""
+    import moto
+    from moto.awslambda.models import LambdaFunction
+
+    assert moto.__version__ == PINNED_MOTO
+    owner = lambda_runtime.hook_target()
+    assert owner is LambdaFunction
+    original = lambda_runtime._ORIGINAL or LambdaFunction._invoke_lambda
+    assert list(inspect.signature(original).parameters) == ["self", "event"]
+    assert "self._invoke_lambda(event=body)" in inspect.getsource(LambdaFunction.invoke)
+    stepfunctions.check_hook_points()
+
+
+def test_invocations_go_to_the_runtime_only_while_it_is_installed(cloud: LocalCloud) -> None:
+    from moto.awslambda.models import LambdaFunction
+
+    assert LambdaFunction._invoke_lambda is lambda_runtime._routed_invoke_lambda
+    with pytest.raises(lambda_runtime.LocalRuntimeError, match="already installed"):
+        lambda_runtime.install(lambda_runtime.LambdaRuntime(cloud.aws.endpoint_url or ""))
+
+
+# ----------------------------------------------------------------------------- invocations
+
+
+def test_a_handler_runs_warm_with_the_function_environment(cloud: LocalCloud,
+                                                           lambda_api: Any) -> None:
+    name = make_function(lambda_api, "probe.echo", timeout=30, PROBE_VALUE="from-config")
+    first, response = invoke(lambda_api, name, {"hello": [1, 2]}, tail=True)
+    assert "FunctionError" not in response
+    assert first["event"] == {"hello": [1, 2]}
+    env = first["env"]
+    assert env["AWS_ENDPOINT_URL"] == cloud.aws.endpoint_url
+    assert env["PROBE_VALUE"] == "from-config"
+    assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "512"
+    assert Path(env["TMPDIR"]).is_dir(), "every sandbox has its own /tmp"
+    assert 25_000 < first["remaining_ms"] <= 30_000
+    logs = base64.b64decode(response["LogResult"]).decode()
+    assert "echo called" in logs and "START RequestId" in logs
+    second, _ = invoke(lambda_api, name, {})
+    assert second["pid"] == first["pid"], "the sandbox is reused (warm)"
+    assert cloud.runtime.cold_starts[name] == 1 and cloud.runtime.invocations[name] == 2
+
+
+def test_a_handler_error_is_lambdas_error_payload(lambda_api: Any) -> None:
+    name = make_function(lambda_api, "probe.fail")
+    payload, response = invoke(lambda_api, name, {"why": "testing"})
+    assert response["FunctionError"] == "Handled"
+    assert payload["errorType"] == "ProbeError", "Step Functions matches on the class name"
+    assert payload["errorMessage"] == "asked to fail: testing"
+    assert any("probe.py" in frame for frame in payload["stackTrace"])
+
+
+def test_the_function_timeout_kills_and_replaces_the_sandbox(cloud: LocalCloud,
+                                                             lambda_api: Any) -> None:
+    name = make_function(lambda_api, "probe.sleep", timeout=2)
+    warm, _ = invoke(lambda_api, name, {"seconds": 0})
+    started = time.monotonic()
+    payload, response = invoke(lambda_api, name, {"seconds": 60})
+    assert time.monotonic() - started < 10
+    assert response["FunctionError"] == "Handled"
+    assert payload["errorType"] == "Sandbox.Timedout"
+    assert "Task timed out after 2.00 seconds" in payload["errorMessage"]
+    assert cloud.runtime.timeouts[name] == 1
+    again, _ = invoke(lambda_api, name, {"seconds": 0})
+    assert again["pid"] != warm["pid"], "a timed-out sandbox is not reused"
+
+
+def test_crashes_and_missing_handlers_are_runtime_errors(lambda_api: Any) -> None:
+    payload, _ = invoke(lambda_api, make_function(lambda_api, "probe.crash"), {})
+    assert payload["errorType"] == "Runtime.ExitError"
+    assert "exit status 3" in payload["errorMessage"]
+    payload, _ = invoke(lambda_api, make_function(lambda_api, "missing.handler"), {})
+    assert payload["errorType"] == "Runtime.ImportModuleError"
+    payload, _ = invoke(lambda_api, make_function(lambda_api, "probe.nothing"), {})
+    assert payload["errorType"] == "Runtime.HandlerNotFound"
+
+
+def test_concurrent_invocations_never_wait_for_a_sandbox(lambda_api: Any,
+                                                         tmp_path: Path) -> None:
+    """All P workers of a Map wait on each other: each needs its own sandbox at once."""
+    parties = 8
+    name = make_function(lambda_api, "probe.barrier", timeout=60)
+    results: list[Any] = [None] * parties
+
+    def call(index: int) -> None:
+        results[index] = invoke(lambda_api, name, {"folder": str(tmp_path), "index": index,
+                                                   "parties": parties, "timeout": 45})[0]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(parties)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all("pid" in r for r in results), results
+    assert len({r["pid"] for r in results}) == parties
+
+
+def test_a_hook_sees_every_invocation_and_can_fail_it(cloud: LocalCloud,
+                                                      lambda_api: Any) -> None:
+    name = make_function(lambda_api, "probe.echo")
+    seen: list[Any] = []
+
+    def hook(invocation: lambda_runtime.Invocation) -> dict[str, Any] | None:
+        seen.append(invocation.event)
+        if invocation.event.get("fail"):
+            return {"errorType": "InjectedError", "errorMessage": "injected"}
+        return None
+
+    with cloud.runtime.hooked(hook):
+        ok, _ = invoke(lambda_api, name, {"fail": False})
+        failed, response = invoke(lambda_api, name, {"fail": True})
+    invoke(lambda_api, name, {"after": True})
+    assert "pid" in ok and response["FunctionError"] == "Handled"
+    assert failed["errorType"] == "InjectedError"
+    assert seen == [{"fail": False}, {"fail": True}]
+
+
+# ----------------------------------------------------------------------------- Step Functions
+
+
+def _map_with_a_timing_out_iteration(function_arn: str) -> str:
+    return json.dumps({
+        "StartAt": "Fan",
+        "States": {
+            "Fan": {
+                "Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": 0,
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "INLINE"}, "StartAt": "Slow",
+                    "States": {"Slow": {
+                        "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+                        "Parameters": {"FunctionName": function_arn, "Payload": {"seconds": 3}},
+                        "TimeoutSeconds": 1, "End": True}}},
+                "Catch": [{"ErrorEquals": ["States.Timeout"], "ResultPath": "$.error",
+                           "Next": "Caught"}],
+                "Next": "Missed"},
+            "Caught": {"Type": "Succeed"},
+            "Missed": {"Type": "Fail", "Error": "NotCaught"},
+        }})
+
+
+def _run(sfn: Any, arn: str, name: str) -> dict[str, Any]:
+    execution = sfn.start_execution(stateMachineArn=arn, name=name, input='{"items": [1, 2]}')
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        description: dict[str, Any] = sfn.describe_execution(
+            executionArn=execution["executionArn"])
+        if description["status"] != "RUNNING":
+            return description
+        time.sleep(0.2)
+    raise AssertionError("the execution did not end")
+
+
+def test_a_states_error_in_a_map_iteration_reaches_the_maps_catch(cloud: LocalCloud,
+                                                                  lambda_api: Any) -> None:
+    name = make_function(lambda_api, "probe.sleep", timeout=10)
+    function_arn = lambda_api.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
+    sfn = stepfunctions_client(cloud.aws)
+    machine = sfn.create_state_machine(name="map-timeout", roleArn=ROLE,
+                                       definition=_map_with_a_timing_out_iteration(
+                                           function_arn))["stateMachineArn"]
+    with stepfunctions.unpatched_map_iteration_errors():
+        broken = _run(sfn, machine, "moto-as-released")
+    assert broken["status"] == "FAILED" and broken["error"] == "States.Runtime", (
+        "moto no longer turns States.* iteration errors into States.Runtime: the local "
+        "patch in fsd_inference.local.stepfunctions may go")
+    assert _run(sfn, machine, "patched")["status"] == "SUCCEEDED"
+
+
+def test_definitions_are_substituted_and_normalised_for_moto() -> None:
+    definition = '{"A": "${Fn}", "B": {"ToleratedFailurePercentage": 0, "N": 1}}'
+    text = stepfunctions.normalise_for_moto(stepfunctions.substitute(
+        definition, {"Fn": "arn:aws:lambda:us-east-1:1:function:f"}))
+    assert json.loads(text) == {"A": "arn:aws:lambda:us-east-1:1:function:f",
+                                "B": {"ToleratedFailurePercentage": 0.0, "N": 1}}
+    assert '"ToleratedFailurePercentage": 0.0' in text
