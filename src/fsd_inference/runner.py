@@ -30,7 +30,7 @@ from fsd_inference.model.network import Network, resolve_dtype
 from fsd_inference.model.reference import categories_of
 from fsd_inference.partition.cache import owners_for
 from fsd_inference.partition.plan import CommPlan, build_plan, load_shard, save_shard
-from fsd_inference.worker import run_layers
+from fsd_inference.worker import merge_columns, run_layers
 
 WORKER_START_TIMEOUT_S = 120.0
 
@@ -140,7 +140,9 @@ def run_inference(
             transport.teardown()
         phases["workers_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    activations = _gather(inputs.shape[0], network.neurons, outputs, options.dtype)
+    activations = merge_columns(inputs.shape[0], network.neurons,
+                                ((columns, y) for columns, y, _ in outputs.values()),
+                                options.dtype)
     categories = categories_of(activations)
     phases["gather_s"] = time.perf_counter() - tick
     return InferResult(categories, activations, plan,
@@ -190,20 +192,3 @@ def _run_processes(ctx: Any, directory: str, transport: Transport, options: Infe
         for process in processes:
             process.join(timeout=10)
     return done
-
-
-def _gather(batch: int, neurons: int, outputs: dict[int, tuple[np.ndarray, sp.csr_matrix,
-                                                                 WorkerMetrics]],
-            dtype: str) -> sp.csr_matrix:
-    """The final ``Y_L`` (batch x N) from every worker's owned columns."""
-    rows, cols, data = [], [], []
-    for columns, y, _ in outputs.values():
-        coo = y.tocoo()
-        rows.append(coo.row)
-        cols.append(np.asarray(columns)[coo.col])
-        data.append(coo.data)
-    matrix = sp.csr_matrix((np.concatenate(data).astype(dtype),
-                            (np.concatenate(rows), np.concatenate(cols))),
-                           shape=(batch, neurons))
-    matrix.sort_indices()
-    return matrix

@@ -22,7 +22,7 @@ There is no global barrier: waits are point-to-point.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -55,6 +55,16 @@ def assemble(batch: int, width: int, pieces: Sequence[tuple[np.ndarray, np.ndarr
     )
     matrix.sort_indices()
     return matrix
+
+
+def merge_columns(batch: int, neurons: int,
+                  parts: Iterable[tuple[np.ndarray, sp.csr_matrix]], dtype: str
+                  ) -> sp.csr_matrix:
+    """The full ``batch x neurons`` matrix from every worker's ``(columns, y)``: the
+    gather of the final layer, locally and in the cloud."""
+    pieces = [(np.arange(batch), np.asarray(columns, dtype=np.int64),
+               sp.csr_matrix(y, dtype=dtype)) for columns, y in parts]
+    return assemble(batch, neurons, pieces).astype(dtype)
 
 
 def local_piece(y: sp.csr_matrix, local_from: np.ndarray, local_to: np.ndarray,

@@ -7,7 +7,6 @@ those columns, so gather can place every worker's part without reloading the pla
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,9 @@ import scipy.sparse as sp
 
 from fsd_inference.exceptions import InputFormatError
 from fsd_inference.model.binary import pack_csr, read_bundle, unpack_csr, write_bundle
+from fsd_inference.worker import merge_columns
+
+__all__ = ["merge_columns", "read_activations", "write_activations"]
 
 
 def write_activations(path: Path, y: sp.csr_matrix, columns: np.ndarray,
@@ -37,23 +39,3 @@ def read_activations(path: Path, dtype: str) -> tuple[dict[str, Any], np.ndarray
         raise InputFormatError(path, f"{y.shape[1]} columns of values but "
                                      f"{columns.size} column ids")
     return meta, columns, y
-
-
-def merge_columns(batch: int, neurons: int,
-                  parts: Iterable[tuple[np.ndarray, sp.csr_matrix]], dtype: str
-                  ) -> sp.csr_matrix:
-    """The full ``batch x neurons`` matrix from every worker's ``(columns, y)``."""
-    rows, cols, data = [], [], []
-    for columns, y in parts:
-        coo = y.tocoo()
-        rows.append(coo.row.astype(np.int64))
-        cols.append(np.asarray(columns, dtype=np.int64)[coo.col])
-        data.append(coo.data)
-    matrix = sp.csr_matrix(
-        (np.concatenate(data).astype(dtype) if data else np.zeros(0, dtype),
-         (np.concatenate(rows) if rows else np.zeros(0, np.int64),
-          np.concatenate(cols) if cols else np.zeros(0, np.int64))),
-        shape=(batch, neurons), dtype=dtype,
-    )
-    matrix.sort_indices()
-    return matrix
