@@ -1,0 +1,68 @@
+"""``fsd plan``: partition a network and report its communication plan."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from fsd_inference.cli.common import add_model_options, write_json
+from fsd_inference.model.load import load_model
+from fsd_inference.partition import PARTITIONERS
+from fsd_inference.partition.cache import ownership
+from fsd_inference.partition.plan import build_plan
+
+
+def _spread(values: np.ndarray) -> dict[str, float]:
+    return {"min": float(values.min()), "mean": float(values.mean()), "max": float(values.max())}
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    network = load_model(args.model, bias=args.bias)
+    owned = ownership(network, args.partition, args.workers, args.seed)
+    plan, _ = build_plan(network, owned.owners, args.workers)
+    sent, copies = plan.neurons_per_layer, plan.copies.sum(axis=(1, 2))
+    work = np.array([np.bincount(owned.owners[k], weights=np.diff(w.tocsc().indptr),
+                                 minlength=args.workers)
+                     for k, w in enumerate(network.layers, start=1)])  # (L, P) nonzeros
+    imbalance = work.max(axis=1) / np.maximum(work.mean(axis=1), 1e-12)
+    source = f"cached, {owned.path}" if owned.cached else f"partitioned, cached at {owned.path}"
+    print(f"{args.partition} partition of {network.neurons} neurons x {network.depth} layers "
+          f"for P = {args.workers} (seed {args.seed}): {owned.seconds:.2f} s ({source})")
+    for label, values in (("neurons sent per layer", sent), ("neuron copies per layer", copies),
+                          ("messages per layer", plan.messages_per_layer)):
+        spread = _spread(values)
+        print(f"{label}: min {spread['min']:,.0f}, mean {spread['mean']:,.1f}, "
+              f"max {spread['max']:,.0f}; total {int(values.sum()):,}")
+    print("work per worker (nonzeros owned, all layers): "
+          + ", ".join(f"{int(v):,}" for v in work.sum(axis=0))
+          + f"; largest share / mean per layer: worst {imbalance.max():.3f}")
+    if args.json:
+        document = {
+            "model": {"path": str(args.model), "neurons": network.neurons,
+                      "layers": network.depth, "fingerprint": network.fingerprint()},
+            "partition": {"name": args.partition, "workers": args.workers, "seed": args.seed,
+                          "seconds": owned.seconds, "cached": owned.cached,
+                          "path": str(owned.path)},
+            # columns sent (twins once) = words per input row; copies = |R_l(q, p)|
+            "neurons_sent": {"total": int(sent.sum()), **_spread(sent),
+                             "per_layer": sent.tolist()},
+            "neuron_copies": {"total": int(copies.sum()), **_spread(copies),
+                              "per_layer": copies.tolist()},
+            "messages_per_layer": plan.messages_per_layer.tolist(),
+            "work": {"per_worker": work.sum(axis=0).astype(int).tolist(),
+                     "max_over_mean_per_layer": imbalance.tolist()},
+        }
+        write_json(document, args.json, "plan summary")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    pln = sub.add_parser("plan", help="partition a network and report its communication plan")
+    add_model_options(pln)
+    pln.add_argument("--workers", type=int, required=True, help="number of workers P")
+    pln.add_argument("--partition", default="hypergraph", choices=sorted(PARTITIONERS),
+                     help="partitioner (default hypergraph)")
+    pln.add_argument("--seed", type=int, default=0, help="partitioner seed (default 0)")
+    pln.add_argument("--json", help="also write the summary as JSON here")
+    pln.set_defaults(func=cmd_plan)
