@@ -28,7 +28,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from fsd_inference.cloud.stack import StackOutputs, stack_outputs, stepfunctions_client
-from fsd_inference.cloud.storage import Storage, storage_for
 from fsd_inference.cloud.timeline import Timeline, execution_history, read_timeline
 from fsd_inference.config import AwsConfig, cache_dir
 from fsd_inference.constants import DEFAULT_DTYPE
@@ -38,6 +37,7 @@ from fsd_inference.model.load import load_model
 from fsd_inference.model.network import Network
 from fsd_inference.model.reference import infer
 from fsd_inference.model.tsv import read_categories, read_input, write_categories
+from fsd_inference.storage import Storage, storage_for
 
 LOCAL_STACK = "fsd-local"
 POLL_S = 1.0

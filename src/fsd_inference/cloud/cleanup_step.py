@@ -21,8 +21,8 @@ from fsd_inference.channels import transport_class as default_transport_class
 from fsd_inference.cloud.layout import RunLayout, run_id
 from fsd_inference.cloud.run import RunInfo
 from fsd_inference.cloud.settings import CloudSettings
-from fsd_inference.cloud.storage import Storage, storage_for
 from fsd_inference.exceptions import FsdError
+from fsd_inference.storage import Storage, storage_for
 
 CAUSE_LIMIT = 32_000  # a Fail state's Cause holds at most 32,768 characters
 

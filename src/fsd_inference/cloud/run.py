@@ -17,6 +17,7 @@ from fsd_inference.cloud.history import MapMode
 from fsd_inference.cloud.layout import RunLayout, block_range
 from fsd_inference.config import AwsConfig
 from fsd_inference.exceptions import ConfigError
+from fsd_inference.strategy.shape import Shape
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class RunInfo:
     blocks: int
     map: MapMode
     model: str  # fingerprint
+    # how the tasks split the work (strategy/shape.py); workers = shape.tasks
+    shape: Shape
 
     def __post_init__(self) -> None:
         if self.map not in get_args(MapMode):
@@ -42,6 +45,11 @@ class RunInfo:
         if self.blocks != -(-self.depth // self.layers_per_block):
             raise ConfigError(f"run.blocks {self.blocks} does not match {self.depth} layers "
                               f"in blocks of {self.layers_per_block}")
+        if self.shape.tasks != self.workers or self.shape.depth != self.depth:
+            raise ConfigError(f"run.shape ({self.shape.describe()}) does not match "
+                              f"{self.workers} workers and {self.depth} layers")
+        if len(self.shape.stages) > 1 and self.blocks != 1:
+            raise ConfigError("a run with pipeline stages runs all its layers in one block")
 
     @property
     def layout(self) -> RunLayout:
@@ -55,7 +63,7 @@ class RunInfo:
         return block_range(block, self.layers_per_block, self.depth)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "prefix": self.prefix}
+        return {**asdict(self), "shape": self.shape.to_dict(), "prefix": self.prefix}
 
     @classmethod
     def from_dict(cls, data: Any) -> RunInfo:
@@ -64,6 +72,9 @@ class RunInfo:
             raise ConfigError(f"the event's 'run' must be an object, got {type(data).__name__}")
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if f.name == "shape":
+                values["shape"] = Shape.from_dict(data.get("shape"))
+                continue
             if f.name not in data:
                 raise ConfigError(f"the event's run is missing {f.name!r}")
             value = data[f.name]
