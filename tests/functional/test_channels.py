@@ -228,7 +228,7 @@ def test_frames_at_and_just_over_the_message_limit(rig: MakeRig, name: str,
         assert sender.api_calls["SQS.SendMessageBatch"] == 2
         assert sender.api_calls["S3.PutObject"] == 1  # only the frame over the limit
         assert receiver.api_calls["S3.GetObject"] == 1
-        assert [k.split("/spill/")[1] for k in r.scratch_keys()] == ["t1/l00002/s0-c0"]
+        assert [k.split("/spill/")[1] for k in r.scratch_keys()] == ["t1/l00002-p0000/s0-c0"]
     if name == "object":
         assert sender.api_calls["S3.PutObject"] == 2
         assert sender.api_bytes["S3.PutObject sent"] == len(at_limit) + len(over)
