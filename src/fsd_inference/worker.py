@@ -100,6 +100,7 @@ def run_task(
     bounds: np.ndarray,
     send_tail: bool = False,
     on_step: Callable[[int, int], None] | None = None,
+    offset: int = 0,
 ) -> sp.csr_matrix:
     """One task of a shape (strategy/shape.py): layers ``first..last`` on the rows of
     ``y``, micro-batch by micro-batch.
@@ -109,6 +110,8 @@ def run_task(
     m + 1. ``send_tail``: this task ends a pipeline stage, so after its last layer it
     sends the next stage what that stage's first layer needs (the send half of layer
     ``last + 1``). ``on_step(layer, part)`` is called after each computed step.
+    ``offset``: the shard names its peers by slot within its row group; on the channel
+    they are tasks ``offset + slot`` (the group's first task).
     """
     outputs = []
     for part in range(bounds.size - 1):
@@ -116,11 +119,11 @@ def run_task(
         y_part = sp.csr_matrix(y[int(bounds[part]):int(bounds[part + 1])])
         for k in range(first, last + 1):
             y_part = _one_layer(k, shard.layers[k - 1], y_part, rows, channel, shard.bias,
-                                part)
+                                part, offset)
             if on_step is not None:
                 on_step(k, part)
         if send_tail:
-            _send(last + 1, shard.layers[last], y_part, channel, part)
+            _send(last + 1, shard.layers[last], y_part, channel, part, offset)
         outputs.append(y_part)
     channel.flush()
     if len(outputs) == 1:
@@ -128,26 +131,28 @@ def run_task(
     return sp.csr_matrix(sp.vstack(outputs, format="csr"))
 
 
-def _send(k: int, layer: LayerShard, y: sp.csr_matrix, channel: Channel, part: int) -> None:
+def _send(k: int, layer: LayerShard, y: sp.csr_matrix, channel: Channel, part: int,
+          offset: int = 0) -> None:
     """Send every target of layer ``k`` the nonzero rows of the columns it needs."""
     for target, positions in layer.send.items():
-        channel.send(k, target, Block.from_columns(y[:, positions]), part)
+        channel.send(k, offset + target, Block.from_columns(y[:, positions]), part)
 
 
 def _one_layer(k: int, layer: LayerShard, y: sp.csr_matrix, batch: int, channel: Channel,
-               bias: float, part: int = 0) -> sp.csr_matrix:
+               bias: float, part: int = 0, offset: int = 0) -> sp.csr_matrix:
     m = channel.metrics.layer(k)
     started = time.perf_counter()
-    _send(k, layer, y, channel, part)
+    _send(k, layer, y, channel, part, offset)
     pieces = [local_piece(y, layer.local_from, layer.local_to, batch)]
     compute = time.perf_counter() - started
 
     waited = time.perf_counter()
-    blocks = channel.receive(k, layer.recv.keys(), part=part)
+    received = channel.receive(k, [offset + q for q in layer.recv], part=part)
+    blocks = {task - offset: block for task, block in received.items()}
     m.wait_s += time.perf_counter() - waited
 
     started = time.perf_counter()
-    for source, block in blocks.items():
+    for source, block in sorted(blocks.items()):
         if not block.empty:
             values = block.values
             if source in layer.expand:  # twins travel once; copy their shared column

@@ -207,7 +207,8 @@ def worker_step(run: RunInfo, block: int, worker: int, deadline_s: float,
             channel = transport.channel(worker, metrics)
             try:
                 deadline.begin()
-                y = run_task(shard, y, channel, first, last, bounds, send_tail, step_done)
+                y = run_task(shard, y, channel, first, last, bounds, send_tail, step_done,
+                             offset=task.group * run.shape.width)
             finally:
                 channel.close()
         except (ChannelError, ClientError, BotoCoreError) as exc:
