@@ -189,6 +189,33 @@ def test_the_state_machine_matches_the_reference(cloud: LocalCloud, storage: Sto
     assert storage.exists(RunLayout(name).categories), "results outlive the cleanup"
 
 
+@pytest.mark.parametrize(("strategy", "workers", "extra"), [
+    ("data", 3, {}),
+    ("pipeline", 3, {"microbatches": 4}),
+    ("hybrid", 4, {"groups": 2, "stages": 2, "microbatches": 2}),
+])
+@pytest.mark.parametrize("channel", ["queue", "object"])
+def test_every_strategy_runs_through_the_state_machine(
+        cloud: LocalCloud, storage: Storage, model: Path, expected: np.ndarray,
+        strategy: str, workers: int, extra: dict[str, int], channel: str) -> None:
+    name = f"{strategy}-{channel}"
+    staged = "stages" in extra or strategy == "pipeline"
+    report = run_on_stack(STACK, options(model, name, workers=workers, channel=channel,
+                                         strategy=strategy, layers_per_block=None, **extra),
+                          cloud.aws)
+    assert report.status == "SUCCEEDED" and report.matches is True
+    assert report.categories is not None
+    np.testing.assert_array_equal(report.categories, expected)
+    metrics = report.metrics or {}
+    assert metrics["shape"]["strategy"] == strategy and metrics["workers"] == workers
+    # stages run at the same time, so a staged run is one block; the others keep the
+    # deployment's blocks (LayersPerBlock 20 > 8 layers: one block too)
+    assert metrics["blocks"] == 1 and len(report.timeline.phases()["blocks_s"]) == 1
+    sent = metrics["summary"]["totals"].get("messages_sent", 0)
+    assert (sent > 0) == staged  # data-parallel groups never talk
+    assert leftovers(cloud, storage, name) == []
+
+
 def test_two_concurrent_executions_do_not_interfere(cloud: LocalCloud, storage: Storage,
                                                     model: Path, expected: np.ndarray) -> None:
     runs = {"concurrent-a": {"channel": "queue", "workers": 3},

@@ -48,25 +48,25 @@ def assert_identical(a: sp.csr_matrix, b: sp.csr_matrix) -> None:
 
 
 SHAPES = [
-    # (strategy, tasks, extra options, expected shape summary)
-    ("neuron", 3, {}, (1, 1, 3)),
-    ("data", 3, {}, (3, 1, 1)),
-    ("pipeline", 3, {"microbatches": 5}, (1, 3, 1)),
-    ("pipeline", 2, {"microbatches": 1}, (1, 2, 1)),
-    ("hybrid", 4, {"groups": 2}, (2, 1, 2)),  # groups of neuron-parallel workers
-    ("hybrid", 4, {"groups": 2, "stages": 2, "microbatches": 3}, (2, 2, 1)),
-    ("hybrid", 8, {"groups": 2, "stages": 2}, (2, 2, 2)),  # all three at once
+    # (strategy, tasks, extra options, dtype, expected (groups, stages, parts))
+    ("neuron", 3, {}, "float32", (1, 1, 3)),
+    ("data", 3, {}, "float32", (3, 1, 1)),
+    ("data", 2, {}, "float64", (2, 1, 1)),
+    ("pipeline", 3, {"microbatches": 5}, "float64", (1, 3, 1)),
+    ("pipeline", 2, {"microbatches": 1}, "float32", (1, 2, 1)),
+    ("hybrid", 4, {"groups": 2}, "float32", (2, 1, 2)),  # groups of neuron-parallel workers
+    ("hybrid", 4, {"groups": 2, "stages": 2, "microbatches": 3}, "float64", (2, 2, 1)),
+    ("hybrid", 8, {"groups": 2, "stages": 2}, "float64", (2, 2, 2)),  # all three at once
 ]
 
 
-@pytest.mark.parametrize(("strategy", "tasks", "options", "summary"), SHAPES,
-                         ids=[f"{s}-{t}-{'-'.join(map(str, o.values()))}"
-                              for s, t, o, _ in SHAPES])
+@pytest.mark.parametrize(("strategy", "tasks", "options", "dtype", "summary"), SHAPES,
+                         ids=[f"{s}-{t}-{'-'.join(map(str, o.values()))}-{d}"
+                              for s, t, o, d, _ in SHAPES])
 def test_every_strategy_matches_the_reference(strategy: str, tasks: int,
-                                              options: dict[str, int],
+                                              options: dict[str, int], dtype: str,
                                               summary: tuple[int, int, int]) -> None:
     network, x = problem()
-    dtype = "float32" if tasks % 2 else "float64"
     result = run_inference(network, x, InferOptions(workers=tasks, strategy=strategy,
                                                     partition="random", dtype=dtype,
                                                     **options))
