@@ -11,6 +11,7 @@ from fsd_inference.channels import AWS_TRANSPORTS, TRANSPORTS, ChannelConfig
 from fsd_inference.cli.common import (
     add_compute_options,
     add_model_options,
+    add_strategy_options,
     check_expected,
     say,
     write_json,
@@ -20,7 +21,6 @@ from fsd_inference.local import aws_for_run
 from fsd_inference.model.tsv import write_categories
 from fsd_inference.partition import PARTITIONERS
 from fsd_inference.progress import Progress
-from fsd_inference.strategy import STRATEGIES
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -70,13 +70,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inf.add_argument("--input", required=True, help="input TSV (optionally .gz)")
     inf.add_argument("--workers", type=int, required=True,
                      help="number of tasks (worker processes; Lambda functions on AWS)")
-    inf.add_argument("--strategy", default="neuron", choices=STRATEGIES,
-                     help="how to distribute: neuron (exchange every layer), data (split "
-                          "the rows), pipeline (stages of layers), hybrid (default neuron)")
-    inf.add_argument("--stages", type=int, help="pipeline stages (pipeline, hybrid)")
-    inf.add_argument("--groups", type=int, help="row groups (hybrid)")
-    inf.add_argument("--microbatches", type=int,
-                     help="row slices streamed through the stages (default 4 per stage)")
+    add_strategy_options(inf, "neuron")
     inf.add_argument("--layers-per-block", type=int,
                      help="layers per task process between checkpoints (default: all)")
     inf.add_argument("--channel", default="memory", choices=sorted(TRANSPORTS),
