@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from fsd_inference.channels import TRANSPORTS, ChannelConfig, Transport, transport_class
+from fsd_inference.channels import (
+    NO_EXCHANGE,
+    TRANSPORTS,
+    ChannelConfig,
+    Transport,
+    transport_class,
+)
 from fsd_inference.cloud.cleanup_step import cleanup_step
 from fsd_inference.cloud.gather_step import final_activations, gather_step
 from fsd_inference.cloud.plan_step import plan_step
@@ -187,6 +193,9 @@ class _Transports:
         return self.transport
 
     def built(self, run: RunInfo) -> Transport:
+        if run.channel == NO_EXCHANGE:  # the plan found nothing to exchange
+            return transport_class(NO_EXCHANGE)(run.execution, run.workers,
+                                                self.options.config)
         return self(run.execution, run.workers, self.options.config)
 
 

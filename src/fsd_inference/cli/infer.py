@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from fsd_inference.app.infer import InferOptions, infer_files
-from fsd_inference.channels import AWS_TRANSPORTS, TRANSPORTS, ChannelConfig
+from fsd_inference.channels import AWS_TRANSPORTS, NO_EXCHANGE, TRANSPORTS, ChannelConfig
 from fsd_inference.cli.common import (
     add_compute_options,
     add_model_options,
@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_strategy_options(inf, "neuron")
     inf.add_argument("--layers-per-block", type=int,
                      help="layers per task process between checkpoints (default: all)")
-    inf.add_argument("--channel", default="memory", choices=sorted(TRANSPORTS),
+    inf.add_argument("--channel", default="memory", choices=sorted(set(TRANSPORTS) - {NO_EXCHANGE}),
                      help="communication channel (default memory)")
     inf.add_argument("--partition", default="hypergraph", choices=sorted(PARTITIONERS),
                      help="partitioner (default hypergraph)")

@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fsd_inference.channels import ChannelConfig, Transport
+from fsd_inference.channels import NO_EXCHANGE, ChannelConfig, Transport
 from fsd_inference.channels import transport_class as default_transport_class
 from fsd_inference.cloud.layout import RunLayout, run_id
 from fsd_inference.cloud.run import RunInfo
@@ -92,7 +92,8 @@ def cleanup_step(execution_name: str, state: dict[str, Any] | None,
     transport = "no run found: nothing to tear down"
     if run is not None:
         try:
-            factory = transport_factory or default_transport_class(run.channel)
+            factory = (default_transport_class(run.channel) if run.channel == NO_EXCHANGE
+                       else transport_factory or default_transport_class(run.channel))
             factory(run.execution, run.workers, run.channel_config(settings.aws)).teardown()
             transport = f"{run.channel} channel torn down ({run.workers} workers)"
         except (FsdError, ClientError, BotoCoreError) as exc:

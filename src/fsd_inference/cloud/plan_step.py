@@ -34,7 +34,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from fsd_inference.channels import AWS_TRANSPORTS, TRANSPORTS, ChannelConfig, Transport
+from fsd_inference.channels import (
+    AWS_TRANSPORTS,
+    NO_EXCHANGE,
+    TRANSPORTS,
+    ChannelConfig,
+    Transport,
+)
 from fsd_inference.channels import transport_class as default_transport_class
 from fsd_inference.cloud.activations import write_activations
 from fsd_inference.cloud.errors import RequestError
@@ -149,7 +155,7 @@ def parse_request(data: Any, settings: CloudSettings,
             raise RequestError(name, "is required")
     bucket = settings.bucket
     channel = data.get("channel") or settings.channel
-    if channel not in TRANSPORTS or channel not in channels:
+    if channel not in TRANSPORTS or channel not in channels or channel == NO_EXCHANGE:
         raise RequestError("channel", f"{channel!r} cannot connect these tasks; choose "
                                       f"one of {', '.join(sorted(channels))}")
     strategy = data.get("strategy") or DEFAULT_STRATEGY
@@ -374,7 +380,8 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
         notes.extend(raised)
         run = RunInfo(
             execution=execution, bucket=storage.bucket, workers=shape.tasks,
-            channel=request.channel, message_limit=request.message_limit,
+            channel=NO_EXCHANGE if shape.exchanges_nothing else request.channel,
+            message_limit=request.message_limit,
             receive_timeout_s=request.receive_timeout_s, dtype=request.dtype,
             neurons=network.neurons, depth=network.depth, batch=int(inputs.shape[0]),
             layers_per_block=layers_per_block, blocks=-(-network.depth // layers_per_block),
@@ -409,7 +416,8 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
     }
     storage.put_json(run.layout.manifest, manifest)  # before setup: cleanup reads it
     tick = time.perf_counter()
-    factory = transport_factory or default_transport_class(run.channel)
+    factory = (default_transport_class(run.channel) if run.channel == NO_EXCHANGE
+               else transport_factory or default_transport_class(run.channel))
     transport = factory(run.execution, run.workers, run.channel_config(settings.aws))
     try:
         transport.setup()

@@ -91,6 +91,11 @@ class Shape:
     def tasks(self) -> int:
         return self.groups * self.width
 
+    @property
+    def exchanges_nothing(self) -> bool:
+        """One slot per group: its tasks never talk (data parallelism)."""
+        return self.width == 1
+
     def stage_offsets(self) -> list[int]:
         """The first slot of every stage."""
         offsets, slot = [], 0
