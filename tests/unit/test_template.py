@@ -28,7 +28,7 @@ from packaging.requirements import Requirement
 from fsd_inference.channels.s3 import SCRATCH_PREFIX
 from fsd_inference.cloud import errors, history, settings
 from fsd_inference.cloud.layout import RUNS_PREFIX
-from fsd_inference.cloud.plan_step import MAX_RECEIVE_TIMEOUT_S
+from fsd_inference.cloud.schema import MAX_RECEIVE_TIMEOUT_S
 from fsd_inference.config import ENV_BUCKET, ENV_QUEUE_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
