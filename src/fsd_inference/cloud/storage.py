@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +99,16 @@ class Storage:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     yield item["Key"]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(prefix, "LIST", exc) from exc
+
+    def objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """``(key, last modified)`` of every object under ``prefix`` (paginated LIST)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"], item["LastModified"]
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(prefix, "LIST", exc) from exc
 
