@@ -25,6 +25,8 @@ from fsd_inference.cloud.schema import (
     MAX_WORKERS,
     MIN_MESSAGE_LIMIT,
 )
+from fsd_inference.exceptions import FsdError
+from fsd_inference.model.tsv import read_categories
 
 MAX_NEURONS = 1 << 20  # 16 x the largest Graph Challenge network (65,536)
 MAX_TIMEOUT_S = 24 * 3600.0
@@ -107,6 +109,16 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 30m, 1h or 2d, "
                                          f"got {text!r}")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def categories_file(text: str) -> str:
+    """A categories file to compare with (``--expect``), read and checked while the
+    command line is parsed: a bad one is refused before any inference runs."""
+    try:
+        read_categories(text)
+    except FsdError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
 
 
 def local_worker_limit() -> int:

@@ -78,6 +78,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="longest wait for one layer's messages, seconds")
     inf.add_argument("--out", required=True, help="categories file to write")
     inf.add_argument("--metrics", help="metrics JSON file to write")
-    inf.add_argument("--expect", help="categories file to compare with (exit 3 on mismatch)")
+    inf.add_argument("--expect", type=arguments.categories_file,
+                     help="categories file to compare with (exit 3 on mismatch)")
     add_compute_options(inf)
     inf.set_defaults(func=cmd_infer)

@@ -103,6 +103,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_model_options(ref)
     ref.add_argument("--input", required=True, help="input TSV (optionally .gz)")
     ref.add_argument("--out", required=True, help="categories file to write")
-    ref.add_argument("--expect", help="categories file to compare with (exit 3 on mismatch)")
+    ref.add_argument("--expect", type=arguments.categories_file,
+                     help="categories file to compare with (exit 3 on mismatch)")
     add_compute_options(ref)
     ref.set_defaults(func=cmd_reference)
