@@ -138,7 +138,7 @@ def test_invalid_bundles_name_the_file_and_the_member(tmp_path: Path, edit: Any,
     {"kind": "network", "neurons": [4], "depth": 1, "bias": -0.3},
 ])
 def test_inconsistent_metadata_is_refused(tmp_path: Path, meta: dict[str, Any]) -> None:
-    with pytest.raises(InputFormatError, match="net.fsdm"):
+    with pytest.raises(InputFormatError, match=r"net\.fsdm"):
         load_network(bundle(tmp_path, lambda arrays: None, meta))
 
 
