@@ -10,7 +10,7 @@ tracemalloc; the report gives, per reader, the cases run, how they ended (read, 
 which of the project's errors) and the peak allocation of one call. The inputs are at
 most a few KiB (the seeds: a 64-neuron network bundle of ~6 KiB, a 12 x 40 block frame,
 a 3-line TSV), so the stated bound is ``--peak-bound-mib`` (default 64 MiB) per call.
-Budget: about 5 minutes at 3,000 cases per reader on 2 cores.
+Budget: 14 minutes at 3,000 cases per reader on the shared 2-core machine (load ~20).
 """
 
 from __future__ import annotations
