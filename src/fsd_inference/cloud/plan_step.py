@@ -21,12 +21,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
 import scipy.sparse as sp
+from botocore.exceptions import BotoCoreError, ClientError
 
 from fsd_inference.channels import AWS_TRANSPORTS, ChannelConfig, Transport
 from fsd_inference.channels import transport_class as default_transport_class
@@ -57,6 +59,7 @@ from fsd_inference.cloud.schema import (
 from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
 from fsd_inference.cloud.storage import Storage, storage_for
 from fsd_inference.constants import DEFAULT_DTYPE, DTYPES
+from fsd_inference.exceptions import FsdError
 from fsd_inference.metrics import WorkerMetrics
 from fsd_inference.model.binary import SUFFIX, save_network
 from fsd_inference.model.load import load_model
@@ -326,7 +329,10 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
     try:
         transport.setup()
     except BaseException:
-        transport.teardown()
+        # the setup's error is the one to report; a teardown that fails too leaves the
+        # manifest, so the failure cleanup tears down what is left
+        with suppress(FsdError, ClientError, BotoCoreError):
+            transport.teardown()
         raise
     phases["setup_s"] = time.perf_counter() - tick
     phases["total_s"] = time.perf_counter() - started
