@@ -20,9 +20,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from fsd_inference.cloud.activations import merge_columns, read_activations
+from fsd_inference.cloud.errors import StorageError
 from fsd_inference.cloud.history import state_transitions
 from fsd_inference.cloud.plan_step import invocation
 from fsd_inference.cloud.run import RunInfo
+from fsd_inference.cloud.schema import check_bucket
 from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
 from fsd_inference.cloud.storage import Storage, storage_for
 from fsd_inference.cost import estimate_cost
@@ -123,6 +125,7 @@ def gather_step(run: RunInfo, settings: CloudSettings | None = None,
     """Run the Gather state; returns a small summary (the execution's output)."""
     started = time.perf_counter()
     settings = settings or CloudSettings()
+    check_bucket(run.bucket, settings.aws.bucket, "the run")
     calls = WorkerMetrics(-1)
     storage = storage or storage_for(run.bucket, settings.aws, calls)
     layout = run.layout
@@ -164,9 +167,8 @@ def _compare(storage: Storage, manifest: dict[str, Any], categories: np.ndarray,
     key = manifest.get("request", {}).get("expect")
     if not key:
         return None
-    path = storage.get_file(key, directory / "expected.txt")
-    try:
-        expected = read_categories(path)
-    except InputFormatError:
+    try:  # an unreadable or missing expect file is a mismatch, not a failed run
+        expected = read_categories(storage.get_file(key, directory / "expected.txt"))
+    except (InputFormatError, StorageError):
         return False
     return bool(np.array_equal(expected, categories))

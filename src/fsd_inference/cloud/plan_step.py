@@ -17,19 +17,20 @@ raised), so a failure cleanup always finds the manifest it needs to tear down.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import scipy.sparse as sp
+from botocore.exceptions import BotoCoreError, ClientError
 
-from fsd_inference.channels import AWS_TRANSPORTS, TRANSPORTS, ChannelConfig, Transport
+from fsd_inference.channels import AWS_TRANSPORTS, ChannelConfig, Transport
 from fsd_inference.channels import transport_class as default_transport_class
 from fsd_inference.cloud.activations import write_activations
 from fsd_inference.cloud.errors import RequestError
@@ -42,9 +43,23 @@ from fsd_inference.cloud.history import (
 )
 from fsd_inference.cloud.layout import model_key, plan_key, run_id
 from fsd_inference.cloud.run import RunInfo
+from fsd_inference.cloud.schema import (
+    Count,
+    Depth,
+    Key,
+    MessageLimit,
+    ReceiveTimeout,
+    SchemaError,
+    Seed,
+    Workers,
+    load,
+    require_finite,
+    to_builtins,
+)
 from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
 from fsd_inference.cloud.storage import Storage, storage_for
 from fsd_inference.constants import DEFAULT_DTYPE, DTYPES
+from fsd_inference.exceptions import FsdError
 from fsd_inference.metrics import WorkerMetrics
 from fsd_inference.model.binary import SUFFIX, save_network
 from fsd_inference.model.load import load_model
@@ -54,20 +69,36 @@ from fsd_inference.partition import PARTITIONERS
 from fsd_inference.partition.cache import cache_path, ownership
 from fsd_inference.partition.plan import CommPlan, build_plan, save_shard
 
-# Workers of a failed block attempt may still be waiting on their peers when the block is
-# retried; they give up after receive_timeout_s. The ASL retries a block after 150 s, so
-# the timeout stays below that (tests/unit/test_template.py checks the pair).
-MAX_RECEIVE_TIMEOUT_S = 120.0
 DEFAULT_RECEIVE_TIMEOUT_S = 120.0
-MIN_MESSAGE_LIMIT = 1024
-MAX_MESSAGE_LIMIT = 1024 * 1024
 UPLOAD_THREADS = 8
 
 TransportFactory = Callable[[str, int, ChannelConfig], Transport]
 
 
-@dataclass(frozen=True)
-class PlanRequest:
+class RequestSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The execution's input as sent (cloud.schema bounds every field); None: default."""
+
+    model: str
+    input: str
+    workers: Workers
+    channel: str | None = None
+    partition: str | None = None
+    seed: Seed = 0
+    dtype: str = DEFAULT_DTYPE
+    message_limit: MessageLimit | None = None
+    receive_timeout_s: ReceiveTimeout = DEFAULT_RECEIVE_TIMEOUT_S
+    layers_per_block: Depth | None = None  # None: the deployment's default, raised if needed
+    bias: float | None = None
+    rows: Count | None = None
+    expect: str | None = None
+
+    def __post_init__(self) -> None:
+        require_finite("bias", self.bias)
+
+
+class PlanRequest(msgspec.Struct, frozen=True):
+    """The request with the deployment's defaults filled in and keys resolved."""
+
     model: str
     input: str
     workers: int
@@ -77,95 +108,60 @@ class PlanRequest:
     dtype: str
     message_limit: int
     receive_timeout_s: float
-    layers_per_block: int | None  # None: the deployment's default, raised if needed
+    layers_per_block: int | None
     bias: float | None
     rows: int | None
     expect: str | None
 
 
-_REQUIRED = ("model", "input", "workers")
-_OPTIONAL = ("channel", "partition", "seed", "dtype", "message_limit", "receive_timeout_s",
-             "layers_per_block", "bias", "rows", "expect")
-
-
-def _int(data: dict[str, Any], name: str, low: int, high: int | None = None) -> int | None:
-    value = data.get(name)
+def _key(name: str, value: str | None, bucket: str) -> str | None:
+    """A key in the application's bucket (``s3://bucket/`` accepted for that bucket)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(name, f"must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise RequestError(name, f"must be {bound}, got {value}")
-    return value
-
-
-def _key(data: dict[str, Any], name: str, bucket: str) -> str | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise RequestError(name, f"must be an S3 key in the bucket, got {value!r}")
     value = value.strip()
     if value.startswith("s3://"):
-        owner, _, key = value[5:].partition("/")
+        owner, _, value = value[5:].partition("/")
         if owner != bucket:
-            raise RequestError(name, f"{value} is not in the application's bucket {bucket} "
-                                     f"(the functions may read only that one): copy it there")
-        value = key
-    if not value or value.startswith("/"):
-        raise RequestError(name, f"must be a key such as models/net.fsdm, got {value!r}")
-    return value
+            raise RequestError(name, f"s3://{owner}/{value} is not in the application's "
+                                     f"bucket {bucket} (the functions may read only that "
+                                     f"one): copy it there")
+    try:
+        return load(Key, value, "the request")
+    except SchemaError as exc:
+        raise RequestError(name, f"must be a key such as models/net.fsdm (no leading '/', "
+                                 f"no '.' or '..' segments), got {value!r}") from exc
 
 
 def parse_request(data: Any, settings: CloudSettings) -> PlanRequest:
     """A validated request with defaults filled in; RequestError names the bad field."""
     if not isinstance(data, dict):
         raise RequestError("request", f"must be a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL))
-    if unknown:
-        raise RequestError(unknown[0], f"unknown field; allowed: "
-                                       f"{', '.join(_REQUIRED + _OPTIONAL)}")
-    for name in _REQUIRED:
-        if data.get(name) is None:
-            raise RequestError(name, "is required")
+    spec = load(RequestSpec, data, "the request", RequestError)
     bucket = settings.bucket
-    channel = data.get("channel") or settings.channel
-    cloud_channels = sorted(AWS_TRANSPORTS)
-    if channel not in TRANSPORTS or channel not in AWS_TRANSPORTS:
+    channel = spec.channel or settings.channel
+    if channel not in AWS_TRANSPORTS:
         raise RequestError("channel", f"{channel!r} cannot connect Lambda functions; choose "
-                                      f"one of {', '.join(cloud_channels)}")
-    partition = data.get("partition") or settings.partition
+                                      f"one of {', '.join(sorted(AWS_TRANSPORTS))}")
+    partition = spec.partition or settings.partition
     if partition not in PARTITIONERS:
         raise RequestError("partition", f"unknown partitioner {partition!r}; choose one of "
                                         f"{', '.join(sorted(PARTITIONERS))}")
-    dtype = data.get("dtype") or DEFAULT_DTYPE
-    if dtype not in DTYPES:
-        raise RequestError("dtype", f"{dtype!r} is not supported; choose one of "
+    if spec.dtype not in DTYPES:
+        raise RequestError("dtype", f"{spec.dtype!r} is not supported; choose one of "
                                     f"{', '.join(DTYPES)}")
-    timeout = data.get("receive_timeout_s", DEFAULT_RECEIVE_TIMEOUT_S)
-    if (isinstance(timeout, bool) or not isinstance(timeout, int | float)
-            or not 1 <= timeout <= MAX_RECEIVE_TIMEOUT_S):
-        raise RequestError("receive_timeout_s", f"must be a number of seconds between 1 and "
-                                                f"{MAX_RECEIVE_TIMEOUT_S:g}, got {timeout!r}")
-    bias = data.get("bias")
-    if bias is not None and (isinstance(bias, bool) or not isinstance(bias, int | float)
-                             or not math.isfinite(bias)):
-        raise RequestError("bias", f"must be a finite number, got {bias!r}")
-    workers = _int(data, "workers", 1, settings.max_workers)
-    assert workers is not None
-    message_limit = _int(data, "message_limit", MIN_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT)
-    model = _key(data, "model", bucket)
-    source = _key(data, "input", bucket)
+    if spec.workers > settings.max_workers:
+        raise RequestError("workers", f"must be between 1 and {settings.max_workers} (this "
+                                      f"deployment's MaxWorkers), got {spec.workers}")
+    model = _key("model", spec.model, bucket)
+    source = _key("input", spec.input, bucket)
     assert model is not None and source is not None
     return PlanRequest(
-        model=model, input=source, workers=workers, channel=channel, partition=partition,
-        seed=_int(data, "seed", 0) or 0, dtype=dtype,
-        message_limit=message_limit or settings.message_limit,
-        receive_timeout_s=float(timeout),
-        layers_per_block=_int(data, "layers_per_block", 1),
-        bias=None if bias is None else float(bias), rows=_int(data, "rows", 1),
-        expect=_key(data, "expect", bucket),
+        model=model, input=source, workers=spec.workers, channel=channel,
+        partition=partition, seed=spec.seed, dtype=spec.dtype,
+        message_limit=spec.message_limit or settings.message_limit,
+        receive_timeout_s=float(spec.receive_timeout_s),
+        layers_per_block=spec.layers_per_block, bias=spec.bias, rows=spec.rows,
+        expect=_key("expect", spec.expect, bucket),
     )
 
 
@@ -315,7 +311,7 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
 
     manifest = {
         "run": run.to_dict(),
-        "request": asdict(request),
+        "request": to_builtins(request),
         "execution_name": execution_name,
         "notes": notes,
         "history_events": history_events(run.workers, run.blocks, run.map),
@@ -333,7 +329,10 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
     try:
         transport.setup()
     except BaseException:
-        transport.teardown()
+        # the setup's error is the one to report; a teardown that fails too leaves the
+        # manifest, so the failure cleanup tears down what is left
+        with suppress(FsdError, ClientError, BotoCoreError):
+            transport.teardown()
         raise
     phases["setup_s"] = time.perf_counter() - tick
     phases["total_s"] = time.perf_counter() - started

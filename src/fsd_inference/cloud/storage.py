@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fsd_inference.aws import NO_SUCH_KEY_CODES, error_code, s3_client
-from fsd_inference.channels.s3 import delete_prefix
+from fsd_inference.channels.s3 import DeleteFailed, delete_prefix
 from fsd_inference.cloud.errors import StorageError
 from fsd_inference.config import AwsConfig
 from fsd_inference.metrics import WorkerMetrics
@@ -101,12 +102,33 @@ class Storage:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(prefix, "LIST", exc) from exc
 
-    def delete_prefix(self, prefix: str) -> int:
-        """Delete everything under ``prefix``; returns how many objects went."""
+    def objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """``(key, last modified)`` of every object under ``prefix`` (paginated LIST)."""
+        paginator = self.client.get_paginator("list_objects_v2")
         try:
-            return delete_prefix(self.client, self.bucket, prefix)
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"], item["LastModified"]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(prefix, "LIST", exc) from exc
+
+    def delete_prefix(self, prefix: str, keep: str | None = None) -> int:
+        """Delete everything under ``prefix`` but ``keep``; returns how many objects went.
+        Raises StorageError when any key could not be deleted (DeleteObjects reports
+        failures per key), naming the first ones."""
+        try:
+            return delete_prefix(self.client, self.bucket, prefix, keep=keep)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(prefix, "DELETE", exc) from exc
+        except DeleteFailed as exc:
+            raise StorageError(self.bucket, prefix, str(exc)) from exc
+
+    def delete(self, key: str) -> None:
+        """Delete one object (no error if it is already gone)."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(key, "DELETE", exc) from exc
 
 
 def storage_for(bucket: str, aws: AwsConfig | None = None,

@@ -45,6 +45,7 @@ from fsd_inference.cloud.errors import (
     StorageError,
 )
 from fsd_inference.cloud.run import RunInfo, build_transport
+from fsd_inference.cloud.schema import check_bucket
 from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
 from fsd_inference.cloud.storage import Storage, storage_for
 from fsd_inference.exceptions import ConfigError
@@ -142,6 +143,7 @@ def worker_step(run: RunInfo, block: int, worker: int, deadline_s: float,
     """Run ``block`` for ``worker``; returns a small JSON-safe summary."""
     started = clock()
     settings = settings or CloudSettings()
+    check_bucket(run.bucket, settings.aws.bucket, "the run")
     if not 0 <= worker < run.workers:
         raise ConfigError(f"worker {worker} outside 0..{run.workers - 1}")
     first, last = run.layers(block)
