@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# checkov in a virtualenv of its own (tools/checkov.txt says why)
+CHECKOV_VENV  := $(VENV)/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .PHONY: run test lint typecheck clean
 
@@ -13,12 +16,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+$(CHECKOV_STAMP): tools/checkov.txt | $(STAMP)
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r tools/checkov.txt
+	@touch $(CHECKOV_STAMP)
+
 run: $(STAMP)
 	$(BIN)/fsd run
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download \
+		--framework cloudformation --file template.yaml
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -13,6 +13,7 @@ ENV_REGION = "AWS_REGION"
 ENV_DEFAULT_REGION = "AWS_DEFAULT_REGION"
 ENV_BUCKET = "FSD_BUCKET"
 ENV_QUEUE_PREFIX = "FSD_QUEUE_PREFIX"
+ENV_STACK = "FSD_STACK"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_QUEUE_PREFIX = "fsd"
 
@@ -28,7 +29,7 @@ class AwsConfig:
 
     ``bucket`` holds shards, inputs, checkpoints, spilled payloads and results;
     ``queue_prefix`` starts every queue name an execution creates (the template scopes
-    the functions' SQS permissions to it).
+    the functions' SQS permissions to it); ``stack`` (the template sets it) tags them.
     """
 
     endpoint_url: str | None = field(default_factory=lambda: _env(ENV_ENDPOINT))
@@ -39,6 +40,7 @@ class AwsConfig:
     queue_prefix: str = field(
         default_factory=lambda: _env(ENV_QUEUE_PREFIX) or DEFAULT_QUEUE_PREFIX
     )
+    stack: str | None = field(default_factory=lambda: _env(ENV_STACK))
 
 
 def cache_dir() -> Path:

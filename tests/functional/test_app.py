@@ -39,7 +39,7 @@ from fsd_inference.app.driver import (
 from fsd_inference.aws import s3_client, sqs_client
 from fsd_inference.channels.s3 import scratch_prefix
 from fsd_inference.cloud.layout import RunLayout
-from fsd_inference.cloud.stack import StackOutputs, stepfunctions_client
+from fsd_inference.cloud.stack import StackOutputs, stack_outputs, stepfunctions_client
 from fsd_inference.local.emulator import LocalCloud, local_serverless
 from fsd_inference.local.lambda_runtime import Invocation
 from fsd_inference.local.stack import deploy_stack
@@ -101,7 +101,8 @@ def options(model: Path, name: str, **overrides: Any) -> RunOptions:
 
 def leftovers(cloud: LocalCloud, storage: Storage, execution: str) -> list[str]:
     """The execution's queues and scratch objects still there (results/ are kept)."""
-    queues = sqs_client(cloud.aws).list_queues(QueueNamePrefix=f"fsd-{execution}-")
+    prefix = stack_outputs(STACK, cloud.aws).queue_prefix  # per stack (template.yaml)
+    queues = sqs_client(cloud.aws).list_queues(QueueNamePrefix=f"{prefix}-{execution}-")
     return ([*queues.get("QueueUrls", []), *storage.keys(RunLayout(execution).prefix),
              *storage.keys(scratch_prefix(execution))])
 

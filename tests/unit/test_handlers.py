@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,12 +21,13 @@ from fsd_inference.cloud.plan_step import (
     parse_request,
 )
 from fsd_inference.cloud.run import RunInfo, build_transport
+from fsd_inference.cloud.schema import SchemaError
 from fsd_inference.cloud.settings import CloudSettings
 from fsd_inference.cloud.worker_step import CHECKPOINT_RESERVE_S, Deadline
 from fsd_inference.config import AwsConfig
 from fsd_inference.cost import estimate_cost, load_prices
 from fsd_inference.exceptions import ConfigError
-from fsd_inference.handlers import cleanup, worker
+from fsd_inference.handlers import cleanup, gather, plan, worker
 from fsd_inference.strategy import Shape, compile_shape
 
 BUCKET = "fsd-test"
@@ -150,18 +152,27 @@ def test_request_defaults(settings: CloudSettings) -> None:
 
 @pytest.mark.parametrize(("fields", "field", "fragment"), [
     ({"workers": 65}, "workers", "between 1 and 64"),
-    ({"workers": True}, "workers", "integer"),
-    ({"workers": None}, "workers", "required"),
+    ({"workers": True}, "workers", "Expected `int`, got `bool`"),
+    ({"workers": None}, "workers", "got `null`"),
+    ({"workers": 10**9}, "workers", "<= 1000"),
     ({"channel": "memory"}, "channel", "object, queue"),
     ({"partition": "metis"}, "partition", "unknown partitioner"),
     ({"dtype": "float16"}, "dtype", "float64"),
-    ({"receive_timeout_s": 600}, "receive_timeout_s", "between 1 and 120"),
-    ({"message_limit": 10}, "message_limit", "between 1024"),
+    ({"receive_timeout_s": 600}, "receive_timeout_s", "<= 120"),
+    ({"receive_timeout_s": "5"}, "receive_timeout_s", "got `str`"),
+    ({"message_limit": 10}, "message_limit", ">= 1024"),
+    ({"seed": -1}, "seed", ">= 0"),
+    ({"rows": 0}, "rows", ">= 1"),
     ({"layers_per_block": 0}, "layers_per_block", ">= 1"),
     ({"model": "s3://elsewhere/net.fsdm"}, "model", "copy it there"),
-    ({"input": ""}, "input", "S3 key"),
+    ({"input": ""}, "input", "key such as"),
+    ({"input": "../other-run/x"}, "input", "'..'"),
+    ({"model": "models/../runs/x/run.json"}, "model", "'..'"),
+    ({"expect": "/etc/passwd"}, "expect", "leading '/'"),
     ({"bias": float("nan")}, "bias", "finite"),
     ({"worker": 3}, "worker", "unknown field"),
+    # finding 1: a run object smuggled into the execution input
+    ({"run": {"execution": "other-run", "workers": 3}}, "run", "unknown field"),
 ])
 def test_request_errors_name_the_field(settings: CloudSettings, fields: dict[str, Any],
                                        field: str, fragment: str) -> None:
@@ -213,14 +224,14 @@ def test_sample_events_parse(load_event: LoadEvent, settings: CloudSettings) -> 
 
 def test_run_payload_errors(load_event: LoadEvent) -> None:
     run = load_event("worker_block")["run"]
-    for broken, fragment in (({**run, "workers": "8"}, "run.workers must be int"),
+    for broken, fragment in (({**run, "workers": "8"}, "'workers': Expected `int`, got `str`"),
                              ({**run, "blocks": 5}, "does not match"),
-                             ({**run, "map": "parallel"}, "run.map")):
+                             ({**run, "map": "parallel"}, "'map': Invalid enum value")):
         with pytest.raises(ConfigError, match=fragment):
             RunInfo.from_dict(broken)
     missing = dict(run)
     del missing["channel"]
-    with pytest.raises(ConfigError, match="missing 'channel'"):
+    with pytest.raises(ConfigError, match="missing required field `channel`"):
         RunInfo.from_dict(missing)
 
 
@@ -253,12 +264,60 @@ def test_state_stays_far_below_the_payload_limit(load_event: LoadEvent) -> None:
 def test_handlers_reject_malformed_events(load_event: LoadEvent) -> None:
     event = load_event("worker_block")
     del event["block"]
-    with pytest.raises(ConfigError, match="no 'block'"):
+    with pytest.raises(ConfigError, match="missing required field `block`"):
         worker.handler(event, None)
-    with pytest.raises(ConfigError, match="'block' must be an integer"):
+    with pytest.raises(ConfigError, match="'block': Expected `int`, got `str`"):
         worker.handler({**load_event("worker_block"), "block": "1"}, None)
-    with pytest.raises(ConfigError, match="'state' must be an object"):
+    with pytest.raises(ConfigError, match=r"'state': Expected `object \| null`, got `array`"):
         cleanup.handler({"execution": "x", "state": [1]}, None)
+
+
+@pytest.mark.parametrize(("handler", "event", "fragment"), [
+    (plan.handler, {"execution": "", "request": {}}, "'execution': Expected `str` of length >= 1"),
+    (cleanup.handler, {"execution": ""}, "'execution': Expected `str` of length >= 1"),
+    (cleanup.handler, {"execution": "x" * 81}, "length <= 80"),
+    (cleanup.handler, {}, "missing required field `execution`"),
+    (worker.handler, "not an object", "Expected `object`, got `str`"),
+    (worker.handler, {"block": 6}, "block 6 is outside 0..5"),
+    (worker.handler, {"worker": 8}, "worker 8 is outside 0..7"),
+    (worker.handler, {"block": -1}, "'block': Expected `int` >= 0"),
+    (worker.handler, {"run": {"layers_per_block": 0}},
+     "'run.layers_per_block': Expected `int` >= 1"),
+    (worker.handler, {"run": {"execution": "../../escape"}},
+     "'run.execution': Expected `str` matching"),
+    (worker.handler, {"run": {"execution": ""}}, "'run.execution': Expected `str` matching"),
+    (worker.handler, {"run": {"workers": 10**7}}, "'run.workers': Expected `int` <= 1000"),
+    (worker.handler, {"run": {"bucket": "../x"}}, "'run.bucket'"),
+    (worker.handler, {"run": {"prefix": "runs/x/"}}, "unknown field `prefix`"),
+    (gather.handler, {"run": {"channel": "memory"}}, "run.channel must be one of"),
+    (gather.handler, {"run": {"receive_timeout_s": float("nan")}}, "'run.receive_timeout_s'"),
+])
+def test_directly_invoked_handlers_reject_bad_events(
+        load_event: LoadEvent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        handler: Callable[..., Any], event: Any, fragment: str) -> None:
+    """Finding 8: one SchemaError naming the field, before anything is read or written
+    (no AWS is reachable here, and the scratch folder stays empty)."""
+    monkeypatch.setenv("FSD_SCRATCH_DIR", str(tmp_path / "scratch"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    sample = load_event("worker_block")
+    if isinstance(event, dict) and handler in (worker.handler, gather.handler):
+        run = {**sample["run"], **event.pop("run", {})}
+        event = {**({"block": 0, "worker": 0} if handler is worker.handler else {}),
+                 "run": run, **event}
+    with pytest.raises(SchemaError) as caught:
+        handler(event, None)
+    assert fragment in str(caught.value), str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_in_another_bucket_is_refused(load_event: LoadEvent,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FSD_BUCKET", "fsd-this-stack")
+    with pytest.raises(SchemaError, match="names bucket 'fsd-local'"):
+        worker.handler(load_event("worker_block"), None)
+    with pytest.raises(SchemaError, match="names bucket 'fsd-local'"):
+        gather.handler(load_event("gather_default"), None)
 
 
 # ----------------------------------------------------------------------------- deadlines

@@ -180,6 +180,32 @@ def test_failure_cleanup_gives_a_readable_cause(load_event: LoadEvent, name: str
     assert "errorMessage" not in result["cause"]
 
 
+def test_an_execution_ended_outside_the_state_machine_is_cleaned_up(
+        load_event: LoadEvent, storage: Storage) -> None:
+    """The EventBridge rule's event (events/cleanup_stopped.json): the manifest decides."""
+    event = load_event("cleanup_stopped")
+    output = _plan(load_event, event["execution"])
+    layout = RunLayout(output["run"]["execution"])
+    assert storage.exists(layout.manifest)
+    result = cleanup.handler(event, Context())
+    assert result["failed"] is True and result["cause"].startswith("ExecutionAborted: ")
+    assert result["transport"] == f"{output['run']['channel']} channel torn down (3 workers)"
+    assert list(storage.keys(layout.prefix)) == []
+
+
+def test_gather_compares_with_an_unreadable_expect_file_as_a_mismatch(
+        storage: Storage, tmp_path: Path) -> None:
+    from fsd_inference.cloud.gather_step import _compare
+
+    storage.put_bytes("expected/binary.bin", bytes(range(256)) * 16)
+    categories = np.array([1, 2, 3])
+    for key, match in (("expected/binary.bin", False), ("expected/absent.txt", False)):
+        assert _compare(storage, {"request": {"expect": key}}, categories, tmp_path) is match
+    storage.put_bytes("expected/good.txt", b"1\n2\n3\n")
+    assert _compare(storage, {"request": {"expect": "expected/good.txt"}}, categories,
+                    tmp_path) is True
+
+
 def _plan(load_event: LoadEvent, execution: str, **request: Any) -> dict[str, Any]:
     event = load_event("plan_small")
     event["execution"] = execution

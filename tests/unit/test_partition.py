@@ -248,4 +248,4 @@ def test_fsd_plan_command(tmp_path: Path) -> None:
     assert "(cached," in again.stdout
     bad = subprocess.run([*command[:7], "0"], env=env, capture_output=True, text=True,
                          timeout=120)
-    assert bad.returncode == 2 and "--workers must be >= 1" in bad.stderr
+    assert bad.returncode == 2 and "argument --workers: must be between 1 and" in bad.stderr

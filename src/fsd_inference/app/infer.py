@@ -152,18 +152,16 @@ def infer_files(model: Path, source: Path, options: InferOptions,
             _run_blocks(run, settings, storage, transports.built(run), progress)
             phases["workers_s"] = time.perf_counter() - tick
             tick = time.perf_counter()
-            summary = gather_step(run, settings, storage)
+            gather_step(run, settings, storage)
             activations = final_activations(storage, run, folder / "gather")
             categories = read_categories(storage.path(run.layout.categories))
             metrics = storage.get_json(run.layout.metrics_document)
             phases["gather_s"] = time.perf_counter() - tick
         except BaseException as exc:
             error = {"Error": type(exc).__name__, "Cause": str(exc)}
-            cleanup_step(name, {"run": run.to_dict(), "error": error}, settings, storage,
-                         transports)
+            cleanup_step(name, error, settings, storage, transports)
             raise
-        cleanup_step(name, {"run": run.to_dict(), "gather": summary}, settings, storage,
-                     transports)
+        cleanup_step(name, None, settings, storage, transports)
         return InferResult(categories, activations, run, metrics, phases)
 
 

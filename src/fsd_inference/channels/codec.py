@@ -24,15 +24,21 @@ The body is zstd-compressed, then cut into chunks of at most ``max_chunk`` bytes
 chunk becomes one frame with a fixed header:
 
     magic "FSD2" | u8 flags | u8 exec-id length | exec id | u32 layer | u32 part |
-    u32 source | u32 target | u32 chunk | u32 chunks | u32 payload length |
-    u32 crc32(payload)
+    u32 source | u32 target | u32 chunk | u32 chunks | u32 payload length | u32 crc32
 
 ``part`` numbers the row slices a layer's exchange is split into (the micro-batches of a
 pipeline, the row chunks of an overlapped worker; 0 when the rows travel whole): a block
 is addressed by its *step* ``(layer, part)``, and every channel buffers and matches by
 step and source.
 
-so a corrupt or truncated frame is detected before anything is decoded.
+so a corrupt or truncated frame is detected before anything is decoded. The CRC covers
+every byte of the frame but its own four (header and payload), so a flipped layer or
+source bit is rejected like a flipped payload bit.
+
+Decoding trusts nothing it reads: the zstd frame must declare its decompressed size,
+at most MAX_BODY_BYTES (checked before anything is allocated); the decoded block must
+have strictly ascending row ids, column positions below its width and strictly
+ascending within each row, and finite values. Anything else is a FrameError.
 """
 
 from __future__ import annotations
@@ -50,12 +56,16 @@ from fsd_inference.exceptions import FsdError
 
 MAGIC = b"FSD2"
 _FIXED = struct.Struct("<4sBB")
-_TAIL = struct.Struct("<IIIIIIII")
+_TAIL = struct.Struct("<IIIIIII")  # layer, part, source, target, chunk, chunks, length
+_CRC = struct.Struct("<I")  # crc32 of the whole frame but these 4 bytes
 _BODY_HEAD = struct.Struct("<IIIB")
 DTYPE_CODES: dict[np.dtype[Any], int] = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}
 CODE_DTYPES: dict[int, np.dtype[Any]] = {code: dtype for dtype, code in DTYPE_CODES.items()}
 ZSTD_LEVEL = 3
 MAX_EXECUTION_ID = 80
+MAX_BODY_BYTES = 1 << 30  # a decoded block's declared size, checked before allocating
+MAX_ROWS = 2**31 - 1  # row ids (positions in the batch)
+MAX_BITMAP_CELLS = 1 << 27  # rows x width of a bitmap pattern (its unpacked bools)
 
 
 class FrameError(FsdError):
@@ -122,7 +132,7 @@ def _pattern(values: sp.csr_matrix) -> tuple[int, list[np.ndarray]]:
     n_rows, width = values.shape
     row_bytes = (width + 7) // 8
     csr_bytes = counts.nbytes + columns.nbytes
-    if n_rows * row_bytes >= csr_bytes:
+    if n_rows * row_bytes >= csr_bytes or n_rows * row_bytes * 8 > MAX_BITMAP_CELLS:
         return PATTERN_CSR, [counts, columns]
     dense = np.zeros((n_rows, row_bytes * 8), dtype=bool)
     dense[np.repeat(np.arange(n_rows), np.diff(values.indptr)), values.indices] = True
@@ -178,9 +188,38 @@ class _Reader:
         return out
 
 
+def _decompress(body: bytes) -> bytes:
+    """The body's bytes; its declared size is checked before anything is allocated."""
+    declared = zstandard.frame_content_size(body)
+    if declared < 0:
+        raise ValueError("the zstd frame does not declare its size")
+    if declared > MAX_BODY_BYTES:
+        raise ValueError(f"the zstd frame declares {declared:,} bytes, more than a block may "
+                         f"hold ({MAX_BODY_BYTES:,})")
+    raw: bytes = zstandard.ZstdDecompressor().decompress(body, max_output_size=declared)
+    if len(raw) != declared:
+        raise ValueError(f"decompressed to {len(raw):,} bytes, the frame says {declared:,}")
+    return raw
+
+
+def _check_block(rows: np.ndarray, counts: np.ndarray, columns: np.ndarray, width: int,
+                 data: np.ndarray) -> None:
+    """What a decoded block must satisfy before it becomes a matrix."""
+    if rows.size and (rows[0] < 0 or rows[-1] > MAX_ROWS or (np.diff(rows) <= 0).any()):
+        raise ValueError("row ids are not strictly ascending within 0..2^31-1")
+    if columns.size and int(columns.max()) >= width:
+        raise ValueError(f"column position {int(columns.max())} is beyond the width {width}")
+    starts = np.repeat(np.concatenate(([0], np.cumsum(counts)))[:-1], counts)
+    later = np.arange(columns.size) != starts  # every entry but the first of its row
+    if columns.size > 1 and (np.diff(columns.astype(np.int64))[later[1:]] <= 0).any():
+        raise ValueError("column positions are not strictly ascending within a row")
+    if not np.isfinite(data).all():
+        raise ValueError("values are not all finite")
+
+
 def decode_body(body: bytes) -> Block:
     try:
-        raw = zstandard.ZstdDecompressor().decompress(body)
+        raw = _decompress(body)
         n_rows, width, nnz, code = _BODY_HEAD.unpack_from(raw, 0)
         layout = raw[_BODY_HEAD.size:_BODY_HEAD.size + 6]
         pattern_kind, value_kind, row_size, first_size, last_size, value_size = layout
@@ -192,6 +231,9 @@ def decode_body(body: bytes) -> Block:
             columns = reader.take(_WIDTHS[last_size], nnz).astype(np.int32)
         elif pattern_kind == PATTERN_BITMAP:
             row_bytes = (width + 7) // 8
+            if n_rows * row_bytes * 8 > MAX_BITMAP_CELLS:
+                raise ValueError(f"a {n_rows} x {width} bitmap is larger than any encoder "
+                                 f"writes")
             bits = np.unpackbits(reader.take(np.uint8, n_rows * row_bytes).reshape(
                 n_rows, row_bytes), axis=1).astype(bool)
             counts = bits.sum(axis=1)
@@ -208,6 +250,7 @@ def decode_body(body: bytes) -> Block:
             raise ValueError(f"unknown value kind {value_kind}")
         if reader.offset != len(raw) or columns.size != nnz or int(counts.sum()) != nnz:
             raise ValueError("body and its layout disagree")
+        _check_block(rows, counts, columns, width, data)
     except (zstandard.ZstdError, struct.error, KeyError, ValueError, IndexError) as exc:
         raise FrameError(f"undecodable block body: {exc}") from exc
     indptr = np.concatenate(([0], np.cumsum(counts)))
@@ -221,22 +264,22 @@ def encode_frames(execution: str, layer: int, source: int, target: int, body: by
     exec_id = execution.encode()
     if len(exec_id) > MAX_EXECUTION_ID:
         raise ValueError(f"execution id longer than {MAX_EXECUTION_ID} bytes")
-    header_size = _FIXED.size + len(exec_id) + _TAIL.size
+    header_size = _FIXED.size + len(exec_id) + _TAIL.size + _CRC.size
     room = max_chunk - header_size
     if room <= 0:
         raise ValueError(f"max_chunk {max_chunk} leaves no room for a payload")
     pieces = [body[i:i + room] for i in range(0, len(body), room)] or [b""]
     frames = []
     for index, piece in enumerate(pieces):
-        head = _FIXED.pack(MAGIC, 0, len(exec_id)) + exec_id
-        tail = _TAIL.pack(layer, part, source, target, index, len(pieces), len(piece),
-                          zlib.crc32(piece))
-        frames.append(head + tail + piece)
+        head = _FIXED.pack(MAGIC, 0, len(exec_id)) + exec_id + _TAIL.pack(
+            layer, part, source, target, index, len(pieces), len(piece))
+        crc = zlib.crc32(piece, zlib.crc32(head))  # header and payload, see module doc
+        frames.append(head + _CRC.pack(crc) + piece)
     return frames
 
 
 def frame_overhead(execution: str) -> int:
-    return _FIXED.size + len(execution.encode()) + _TAIL.size
+    return _FIXED.size + len(execution.encode()) + _TAIL.size + _CRC.size
 
 
 def decode_frame(frame: bytes) -> tuple[FrameHeader, bytes]:
@@ -247,20 +290,21 @@ def decode_frame(frame: bytes) -> tuple[FrameHeader, bytes]:
     if magic != MAGIC:
         raise FrameError(f"bad magic {magic!r}: not an fsd frame")
     start = _FIXED.size + id_length
-    if len(frame) < start + _TAIL.size:
+    crc_at = start + _TAIL.size
+    if len(frame) < crc_at + _CRC.size:
         raise FrameError("truncated frame header")
     execution = frame[_FIXED.size:start].decode(errors="replace")
-    layer, part, source, target, chunk, chunks, length, checksum = _TAIL.unpack_from(frame,
-                                                                                      start)
-    payload = frame[start + _TAIL.size:]
+    layer, part, source, target, chunk, chunks, length = _TAIL.unpack_from(frame, start)
+    (checksum,) = _CRC.unpack_from(frame, crc_at)
+    payload = frame[crc_at + _CRC.size:]
     header = FrameHeader(execution, layer, part, source, target, chunk, chunks, length,
                          checksum)
     where = (f"frame layer {layer} part {part} from {source} to {target} "
              f"chunk {chunk + 1}/{chunks}")
     if len(payload) != length:
         raise FrameError(f"{where}: payload is {len(payload)} bytes, header says {length}")
-    if zlib.crc32(payload) != checksum:
-        raise FrameError(f"{where}: checksum mismatch")
+    if zlib.crc32(payload, zlib.crc32(frame[:crc_at])) != checksum:
+        raise FrameError(f"{where}: checksum mismatch (header or payload damaged)")
     if chunks < 1 or chunk >= chunks:
         raise FrameError(f"{where}: invalid chunk numbering")
     return header, payload

@@ -95,9 +95,24 @@ def require_bucket(aws: AwsConfig, purpose: str) -> str:
     return aws.bucket
 
 
-def delete_prefix(s3: S3Client, bucket: str, prefix: str) -> int:
-    """Delete every object under ``prefix`` (paginated); returns how many were deleted."""
+class DeleteFailed(ChannelError):
+    """DeleteObjects reported keys it could not delete (access denied, throttled...)."""
+
+    def __init__(self, bucket: str, failed: list[str], reasons: list[str]) -> None:
+        self.failed = failed
+        shown = ", ".join(f"{k} ({r})" for k, r in zip(failed[:3], reasons[:3], strict=False))
+        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+        super().__init__(-1, -1, f"s3://{bucket}: {len(failed)} object(s) not deleted: "
+                                 f"{shown}{more}")
+
+
+def delete_prefix(s3: S3Client, bucket: str, prefix: str, keep: str | None = None) -> int:
+    """Delete every object under ``prefix`` but ``keep`` (paginated); returns how many
+    were deleted. DeleteObjects answers 200 even when keys fail, listing them under
+    ``Errors``: those raise DeleteFailed (after the whole prefix was tried)."""
     deleted = 0
+    failed: list[str] = []
+    reasons: list[str] = []
     token: str | None = None
     while True:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": DELETE_BATCH}
@@ -110,13 +125,19 @@ def delete_prefix(s3: S3Client, bucket: str, prefix: str) -> int:
                 return deleted
             raise
         keys: list[ObjectIdentifierTypeDef] = [
-            {"Key": item["Key"]} for item in page.get("Contents", [])]
+            {"Key": item["Key"]} for item in page.get("Contents", []) if item["Key"] != keep]
         if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-            deleted += len(keys)
+            response = s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            errors = response.get("Errors", [])
+            failed += [str(e.get("Key")) for e in errors]
+            reasons += [str(e.get("Code") or e.get("Message")) for e in errors]
+            deleted += len(keys) - len(errors)
         if not page.get("IsTruncated"):
-            return deleted
+            break
         token = page.get("NextContinuationToken")
+    if failed:
+        raise DeleteFailed(bucket, failed, reasons)
+    return deleted
 
 
 def fetch_object(s3: S3Client, bucket: str, key: str) -> bytes | None:

@@ -80,6 +80,8 @@ BATCH_ATTEMPTS = 5  # for entries a batch call reports as failed (not the sender
 BATCH_BACKOFF_S = 0.05
 BATCH_BACKOFF_CAP_S = 2.0
 POINTER_KIND = "fsd-spill"
+TAG_STACK = "fsd-stack"
+TAG_EXECUTION = "fsd-execution"
 
 
 def queue_name(prefix: str, execution: str, worker: int) -> str:
@@ -357,6 +359,11 @@ class QueueTransport(Transport):
             self._sqs = sqs_client(self.config.aws)
         return self._sqs
 
+    def tags(self) -> dict[str, str]:
+        """Every queue says whose it is, so a sweeper (fsd cleanup) can tell an orphan of
+        this stack's executions from anything else in the account."""
+        return {TAG_STACK: self.config.aws.stack or "local", TAG_EXECUTION: self.execution}
+
     def setup(self) -> None:
         limit = self.config.max_message_bytes
         if not MIN_MESSAGE_BYTES <= limit <= MAX_MESSAGE_BYTES:
@@ -367,12 +374,14 @@ class QueueTransport(Transport):
             "ReceiveMessageWaitTimeSeconds": str(LONG_POLL_MAX_S),
             "VisibilityTimeout": str(VISIBILITY_TIMEOUT_S),
             "MessageRetentionPeriod": str(RETENTION_S),
+            "SqsManagedSseEnabled": "true",  # encrypted at rest with SQS-owned keys
         }
         client = self._sqs_client()
+        tags = self.tags()
 
         def create(worker: int) -> str:
-            return client.create_queue(QueueName=self.queue_name(worker),
-                                       Attributes=attributes)["QueueUrl"]
+            return client.create_queue(QueueName=self.queue_name(worker), Attributes=attributes,
+                                       tags=tags)["QueueUrl"]
 
         try:
             with ThreadPoolExecutor(min(SETUP_THREADS, max(1, self.workers))) as pool:
@@ -381,25 +390,38 @@ class QueueTransport(Transport):
             raise ConfigError(f"could not create the execution's queues: {exc}") from exc
 
     def teardown(self) -> None:
-        """Delete the queues (by name after a partial setup) and the spilled objects."""
+        """Delete the queues (by name after a partial setup) and the spilled objects.
+
+        Every queue and the scratch prefix are tried even when some fail; then one
+        ChannelError names every failure (the caller retries: deleting is idempotent)."""
         client = self._sqs_client()
         known = len(self.queue_urls) == self.workers
 
-        def delete(worker: int) -> None:
+        def delete(worker: int) -> str | None:
             try:
                 url = (self.queue_urls[worker] if known else
                        client.get_queue_url(QueueName=self.queue_name(worker))["QueueUrl"])
                 client.delete_queue(QueueUrl=url)
             except ClientError as exc:
                 if error_code(exc) not in QUEUE_GONE_CODES:
-                    raise
+                    return f"{self.queue_name(worker)}: {exc}"
+            except BotoCoreError as exc:
+                return f"{self.queue_name(worker)}: {exc}"
+            return None
 
         with ThreadPoolExecutor(min(SETUP_THREADS, max(1, self.workers))) as pool:
-            list(pool.map(delete, range(self.workers)))
+            failures = [f for f in pool.map(delete, range(self.workers)) if f]
         if self.config.aws.bucket:
             if self._s3 is None:
                 self._s3 = s3_client(self.config.aws)
-            delete_prefix(self._s3, self.config.aws.bucket, scratch_prefix(self.execution))
+            try:
+                delete_prefix(self._s3, self.config.aws.bucket, scratch_prefix(self.execution))
+            except (ChannelError, ClientError, BotoCoreError) as exc:
+                failures.append(f"scratch s3://{self.config.aws.bucket}/"
+                                f"{scratch_prefix(self.execution)}: {exc}")
+        if failures:
+            raise ChannelError(-1, -1, f"teardown of execution {self.execution}: "
+                                       f"{len(failures)} failure(s): " + "; ".join(failures[:5]))
 
     def channel(self, worker: int, metrics: WorkerMetrics | None = None) -> Channel:
         """The worker's endpoint; in a process that did not run setup() (a Lambda worker

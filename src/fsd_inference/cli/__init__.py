@@ -8,15 +8,15 @@ import sys
 from collections.abc import Sequence
 
 from fsd_inference import __version__
-from fsd_inference.cli import infer, model, plan, run
+from fsd_inference.cli import arguments, cleanup, infer, model, plan, run
 from fsd_inference.exceptions import FsdError
 
 # Modules with ``register(subparsers)``; their order is the order of ``fsd --help``.
-COMMANDS = (model, plan, infer, run)
+COMMANDS = (model, plan, infer, run, cleanup)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = arguments.OneLineParser(
         prog="fsd", description="Serverless distributed inference of sparse DNNs."
     )
     parser.add_argument("--version", action="version", version=f"fsd {__version__}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fsd_inference.cli import arguments
 from fsd_inference.constants import DEFAULT_DTYPE, DTYPES
 from fsd_inference.model.tsv import atomic_path, read_categories
 
@@ -23,7 +24,7 @@ def say(message: str) -> None:
 def add_model_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--model", required=required,
                         help="network folder (n<N>-l<k>.tsv files) or .fsdm bundle")
-    parser.add_argument("--bias", type=float, default=None,
+    parser.add_argument("--bias", type=arguments.finite_float, default=None,
                         help="bias added to nonzeros (default by N: 1024 -0.3, 4096 -0.35, "
                              "16384 -0.4, 65536 -0.45)")
 
@@ -42,9 +43,10 @@ def add_strategy_options(parser: argparse.ArgumentParser, default: str) -> None:
                         help=f"neuron: split every layer, exchange every layer; data: split "
                              f"the rows, no exchange; pipeline: stages of layers streaming "
                              f"micro-batches; hybrid: combinations (default {default})")
-    parser.add_argument("--stages", type=int, help="pipeline stages (pipeline, hybrid)")
-    parser.add_argument("--groups", type=int, help="row groups (hybrid)")
-    parser.add_argument("--microbatches", type=int,
+    parser.add_argument("--stages", type=arguments.positive_int,
+                        help="pipeline stages (pipeline, hybrid)")
+    parser.add_argument("--groups", type=arguments.positive_int, help="row groups (hybrid)")
+    parser.add_argument("--microbatches", type=arguments.positive_int,
                         help="row slices streamed through the stages (default 4 per stage)")
 
 

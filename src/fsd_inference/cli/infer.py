@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fsd_inference.app.infer import InferOptions, infer_files
 from fsd_inference.channels import AWS_TRANSPORTS, NO_EXCHANGE, TRANSPORTS, ChannelConfig
+from fsd_inference.cli import arguments
 from fsd_inference.cli.common import (
     add_compute_options,
     add_model_options,
@@ -68,22 +69,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inf = sub.add_parser("infer", help="distributed inference over P local workers")
     add_model_options(inf)
     inf.add_argument("--input", required=True, help="input TSV (optionally .gz)")
-    inf.add_argument("--workers", type=int, required=True,
+    inf.add_argument("--workers", type=arguments.local_workers, required=True,
                      help="number of tasks (worker processes; Lambda functions on AWS)")
     add_strategy_options(inf, "neuron")
-    inf.add_argument("--layers-per-block", type=int,
+    inf.add_argument("--layers-per-block", type=arguments.layers,
                      help="layers per task process between checkpoints (default: all)")
-    inf.add_argument("--channel", default="memory", choices=sorted(set(TRANSPORTS) - {NO_EXCHANGE}),
+    inf.add_argument("--channel", default="memory",
+                     choices=sorted(set(TRANSPORTS) - {NO_EXCHANGE}),
                      help="communication channel (default memory)")
     inf.add_argument("--partition", default="hypergraph", choices=sorted(PARTITIONERS),
                      help="partitioner (default hypergraph)")
-    inf.add_argument("--seed", type=int, default=0, help="partitioner seed (default 0)")
-    inf.add_argument("--message-limit", type=int, default=ChannelConfig.max_message_bytes,
+    inf.add_argument("--seed", type=arguments.seed, default=0, help="partitioner seed (default 0)")
+    inf.add_argument("--message-limit", type=arguments.message_limit,
+                     default=ChannelConfig.max_message_bytes,
                      help="largest message in bytes (default 1 MiB; SQS also 256 KiB)")
-    inf.add_argument("--timeout", type=float, default=ChannelConfig.receive_timeout_s,
+    inf.add_argument("--timeout", type=arguments.positive_seconds,
+                     default=ChannelConfig.receive_timeout_s,
                      help="longest wait for one layer's messages, seconds")
     inf.add_argument("--out", required=True, help="categories file to write")
     inf.add_argument("--metrics", help="metrics JSON file to write")
-    inf.add_argument("--expect", help="categories file to compare with (exit 3 on mismatch)")
+    inf.add_argument("--expect", type=arguments.categories_file,
+                     help="categories file to compare with (exit 3 on mismatch)")
     add_compute_options(inf)
     inf.set_defaults(func=cmd_infer)

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from fsd_inference.cli import arguments
 from fsd_inference.cli.common import (
     add_compute_options,
     add_model_options,
@@ -73,20 +74,22 @@ def cmd_reference(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen = sub.add_parser("generate", help="write a RadiX-Net style network (Graph Challenge "
                                           "layout)")
-    gen.add_argument("--neurons", type=int, required=True, help="neurons per layer N")
-    gen.add_argument("--layers", type=int, required=True, help="number of layers L")
-    gen.add_argument("--seed", type=int, default=0, help="relabelling seed (default 0)")
-    gen.add_argument("--block", type=int, default=DEFAULT_BLOCK,
+    gen.add_argument("--neurons", type=arguments.neurons, required=True, help="neurons per layer N")
+    gen.add_argument("--layers", type=arguments.layers, required=True, help="number of layers L")
+    gen.add_argument("--seed", type=arguments.seed, default=0, help="relabelling seed (default 0)")
+    gen.add_argument("--block", type=arguments.positive_int, default=DEFAULT_BLOCK,
                      help=f"dense block size B; radix = 32 / B (default {DEFAULT_BLOCK})")
-    gen.add_argument("--bias", type=float, default=None, help="bias (default by N)")
+    gen.add_argument("--bias", type=arguments.finite_float, default=None,
+                     help="bias (default by N)")
     gen.add_argument("--out", required=True, help="output folder")
     gen.add_argument("--binary", help="also write the network as one .fsdm bundle here")
     gen.set_defaults(func=cmd_generate)
 
     inp = sub.add_parser("inputs", help="upsample the 32 x 32 MNIST inputs for a larger N")
-    inp.add_argument("--neurons", type=int, required=True, help="4096, 16384 or 65536")
+    inp.add_argument("--neurons", type=arguments.neurons, required=True,
+                     help="4096, 16384 or 65536")
     inp.add_argument("--from", dest="source", help="input TSV to upsample (default: the sample)")
-    inp.add_argument("--from-neurons", dest="source_neurons", type=int, default=1024,
+    inp.add_argument("--from-neurons", dest="source_neurons", type=arguments.neurons, default=1024,
                      help="pixels per image of --from, a square (default 1024 = 32 x 32)")
     inp.add_argument("--out", required=True, help="output TSV (.gz to compress)")
     inp.set_defaults(func=cmd_inputs)
@@ -100,6 +103,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_model_options(ref)
     ref.add_argument("--input", required=True, help="input TSV (optionally .gz)")
     ref.add_argument("--out", required=True, help="categories file to write")
-    ref.add_argument("--expect", help="categories file to compare with (exit 3 on mismatch)")
+    ref.add_argument("--expect", type=arguments.categories_file,
+                     help="categories file to compare with (exit 3 on mismatch)")
     add_compute_options(ref)
     ref.set_defaults(func=cmd_reference)

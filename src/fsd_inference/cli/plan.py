@@ -6,6 +6,7 @@ import argparse
 
 import numpy as np
 
+from fsd_inference.cli import arguments
 from fsd_inference.cli.common import add_model_options, write_json
 from fsd_inference.model.load import load_model
 from fsd_inference.partition import PARTITIONERS
@@ -60,9 +61,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pln = sub.add_parser("plan", help="partition a network and report its communication plan")
     add_model_options(pln)
-    pln.add_argument("--workers", type=int, required=True, help="number of workers P")
+    pln.add_argument("--workers", type=arguments.cloud_workers, required=True,
+                     help="number of workers P")
     pln.add_argument("--partition", default="hypergraph", choices=sorted(PARTITIONERS),
                      help="partitioner (default hypergraph)")
-    pln.add_argument("--seed", type=int, default=0, help="partitioner seed (default 0)")
+    pln.add_argument("--seed", type=arguments.seed, default=0, help="partitioner seed (default 0)")
     pln.add_argument("--json", help="also write the summary as JSON here")
     pln.set_defaults(func=cmd_plan)

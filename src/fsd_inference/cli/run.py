@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from fsd_inference.channels import AWS_TRANSPORTS
+from fsd_inference.cli import arguments
 from fsd_inference.cli.common import (
     add_compute_options,
     add_model_options,
@@ -63,21 +64,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "stack with --stack")
     add_model_options(run, required=False)
     run.add_argument("--input", help="input TSV (default: the shipped MNIST sample)")
-    run.add_argument("--rows", type=int, help="use only the first ROWS inputs")
-    run.add_argument("--workers", type=int, default=8,
+    run.add_argument("--rows", type=arguments.positive_int, help="use only the first ROWS inputs")
+    run.add_argument("--workers", type=arguments.cloud_workers, default=8,
                      help="number of tasks: Lambda workers per block (default 8)")
     add_strategy_options(run, "neuron")
     run.add_argument("--channel", default="queue", choices=sorted(AWS_TRANSPORTS),
                      help="communication channel (default queue)")
     run.add_argument("--partition", default="hypergraph", choices=sorted(PARTITIONERS),
                      help="partitioner (default hypergraph)")
-    run.add_argument("--seed", type=int, default=0, help="partitioner seed (default 0)")
-    run.add_argument("--layers-per-block", type=int,
+    run.add_argument("--seed", type=arguments.seed, default=0, help="partitioner seed (default 0)")
+    run.add_argument("--layers-per-block", type=arguments.layers,
                      help="layers per worker invocation between checkpoints (default: the "
                           "stack's LayersPerBlock)")
-    run.add_argument("--message-limit", type=int,
+    run.add_argument("--message-limit", type=arguments.message_limit,
                      help="largest SQS message in bytes (default: the stack's MessageLimit)")
-    run.add_argument("--timeout", type=float,
+    run.add_argument("--timeout", type=arguments.receive_timeout,
                      help="longest wait for one layer's messages, seconds (default 120)")
     run.add_argument("--out", help="categories file (default .cache/fsd-inference/"
                                    "categories.txt)")

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 from fsd_inference.exceptions import InputFormatError
 from fsd_inference.model.binary import pack_csr, read_bundle, unpack_csr, write_bundle
+from fsd_inference.model.validate import MAX_DIMENSION, check_csr, check_index_vector
 
 __all__ = ["read_activations", "write_activations"]
 
@@ -32,8 +33,9 @@ def read_activations(path: Path, dtype: str) -> tuple[dict[str, Any], np.ndarray
     meta, arrays = read_bundle(path)
     if meta.get("kind") != "activations" or "columns" not in arrays:
         raise InputFormatError(path, f"holds a {meta.get('kind')!r}, not activations")
+    check_csr(path, "y", arrays)
     y = unpack_csr("y", arrays, dtype)
-    columns = arrays["columns"]
+    columns = check_index_vector(path, "columns", arrays["columns"], MAX_DIMENSION)
     if y.shape[1] != columns.size:
         raise InputFormatError(path, f"{y.shape[1]} columns of values but "
                                      f"{columns.size} column ids")

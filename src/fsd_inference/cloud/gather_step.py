@@ -20,9 +20,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from fsd_inference.cloud.activations import read_activations
+from fsd_inference.cloud.errors import StorageError
 from fsd_inference.cloud.history import state_transitions
 from fsd_inference.cloud.plan_step import invocation
 from fsd_inference.cloud.run import RunInfo
+from fsd_inference.cloud.schema import check_bucket
 from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
 from fsd_inference.cost import estimate_cost
 from fsd_inference.exceptions import InputFormatError
@@ -132,6 +134,7 @@ def gather_step(run: RunInfo, settings: CloudSettings | None = None,
     """Run the Gather state; returns a small summary (the execution's output)."""
     started = time.perf_counter()
     settings = settings or CloudSettings()
+    check_bucket(run.bucket, settings.aws.bucket, "the run")
     calls = WorkerMetrics(-1)
     storage = storage or storage_for(run.bucket, settings.aws, calls)
     layout = run.layout
@@ -161,8 +164,8 @@ def gather_step(run: RunInfo, settings: CloudSettings | None = None,
         "categories": int(categories.size),
         "inputs": run.batch,
         "expected_match": match,
-        "categories_uri": f"s3://{storage.bucket}/{layout.categories}",
-        "metrics_uri": f"s3://{storage.bucket}/{layout.metrics_document}",
+        "categories_uri": storage.uri(layout.categories),
+        "metrics_uri": storage.uri(layout.metrics_document),
         "cost_usd": document["cost"]["total_usd"],
     }
 
@@ -173,9 +176,8 @@ def _compare(storage: Storage, manifest: dict[str, Any], categories: np.ndarray,
     key = manifest.get("request", {}).get("expect")
     if not key:
         return None
-    path = storage.get_file(key, directory / "expected.txt")
-    try:
-        expected = read_categories(path)
-    except InputFormatError:
+    try:  # an unreadable or missing expect file is a mismatch, not a failed run
+        expected = read_categories(storage.get_file(key, directory / "expected.txt"))
+    except (InputFormatError, StorageError):
         return False
     return bool(np.array_equal(expected, categories))

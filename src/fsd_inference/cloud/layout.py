@@ -28,6 +28,8 @@ MODELS_PREFIX = "models/"
 PLANS_PREFIX = "plans/"
 RUN_ID_MAX = 40
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+DIGEST_BYTES = 8
+_HASHED = re.compile(rf"-[0-9a-f]{{{2 * DIGEST_BYTES}}}$")
 
 
 def run_id(execution_name: str) -> str:
@@ -35,15 +37,17 @@ def run_id(execution_name: str) -> str:
 
     Deterministic, so every step (and the failure cleanup, which may run before the plan
     returned anything) derives the same id from ``$$.Execution.Name``. Names that are
-    already safe and short are kept as they are; others keep a readable head plus a hash
-    of the whole name.
+    already safe and short are kept as they are; others keep a readable head plus a
+    64-bit hash of the whole name. The two forms never collide: a kept name never ends
+    like a hashed one (``-`` and 16 hex digits; such names are hashed too), so no
+    execution can be given an id that addresses another execution's resources.
     """
     if not execution_name:
         raise ValueError("an execution name is required")
     clean = _UNSAFE.sub("-", execution_name)
-    if clean == execution_name and len(clean) <= RUN_ID_MAX:
+    if clean == execution_name and len(clean) <= RUN_ID_MAX and not _HASHED.search(clean):
         return clean
-    digest = hashlib.blake2b(execution_name.encode(), digest_size=4).hexdigest()
+    digest = hashlib.blake2b(execution_name.encode(), digest_size=DIGEST_BYTES).hexdigest()
     return f"{clean[:RUN_ID_MAX - len(digest) - 1]}-{digest}"
 
 

@@ -22,17 +22,18 @@ raised), so a failure cleanup always finds the manifest it needs to tear down.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import scipy.sparse as sp
+from botocore.exceptions import BotoCoreError, ClientError
 
 from fsd_inference.channels import (
     AWS_TRANSPORTS,
@@ -53,9 +54,22 @@ from fsd_inference.cloud.history import (
 )
 from fsd_inference.cloud.layout import model_key, plan_key, run_id
 from fsd_inference.cloud.run import RunInfo
+from fsd_inference.cloud.schema import (
+    Count,
+    Depth,
+    Key,
+    MessageLimit,
+    ReceiveTimeout,
+    SchemaError,
+    Seed,
+    Workers,
+    load,
+    require_finite,
+    to_builtins,
+)
 from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
 from fsd_inference.constants import DEFAULT_DTYPE, DTYPES
-from fsd_inference.exceptions import ConfigError
+from fsd_inference.exceptions import ConfigError, FsdError
 from fsd_inference.metrics import WorkerMetrics
 from fsd_inference.model.binary import SUFFIX, save_network
 from fsd_inference.model.load import load_model
@@ -67,13 +81,7 @@ from fsd_inference.partition.plan import WorkerShard, build_plan, save_shard
 from fsd_inference.storage import Storage, storage_for
 from fsd_inference.strategy import STRATEGIES, Shape, compile_shape, shape_owners
 
-# Workers of a failed block attempt may still be waiting on their peers when the block is
-# retried; they give up after receive_timeout_s. The ASL retries a block after 150 s, so
-# the timeout stays below that (tests/unit/test_template.py checks the pair).
-MAX_RECEIVE_TIMEOUT_S = 120.0
 DEFAULT_RECEIVE_TIMEOUT_S = 120.0
-MIN_MESSAGE_LIMIT = 1024
-MAX_MESSAGE_LIMIT = 1024 * 1024
 UPLOAD_THREADS = 8
 DEFAULT_STRATEGY = "neuron"
 RUNTIME_RESERVE_MB = 300  # Python, numpy, scipy, boto3 and the channel's buffers
@@ -81,8 +89,34 @@ RUNTIME_RESERVE_MB = 300  # Python, numpy, scipy, boto3 and the channel's buffer
 TransportFactory = Callable[[str, int, ChannelConfig], Transport]
 
 
-@dataclass(frozen=True)
-class PlanRequest:
+class RequestSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The execution's input as sent (cloud.schema bounds every field); None: default."""
+
+    model: str
+    input: str
+    workers: Workers
+    channel: str | None = None
+    partition: str | None = None
+    seed: Seed = 0
+    dtype: str = DEFAULT_DTYPE
+    message_limit: MessageLimit | None = None
+    receive_timeout_s: ReceiveTimeout = DEFAULT_RECEIVE_TIMEOUT_S
+    layers_per_block: Depth | None = None  # None: the deployment's default, raised if needed
+    bias: float | None = None
+    rows: Count | None = None
+    expect: str | None = None
+    strategy: str | None = None  # None: DEFAULT_STRATEGY
+    stages: Workers | None = None
+    groups: Workers | None = None
+    microbatches: Count | None = None
+
+    def __post_init__(self) -> None:
+        require_finite("bias", self.bias)
+
+
+class PlanRequest(msgspec.Struct, frozen=True):
+    """The request with the deployment's defaults filled in and keys resolved."""
+
     model: str
     input: str
     workers: int
@@ -92,7 +126,7 @@ class PlanRequest:
     dtype: str
     message_limit: int
     receive_timeout_s: float
-    layers_per_block: int | None  # None: the deployment's default, raised if needed
+    layers_per_block: int | None
     bias: float | None
     rows: int | None
     expect: str | None
@@ -102,40 +136,22 @@ class PlanRequest:
     microbatches: int | None = None
 
 
-_REQUIRED = ("model", "input", "workers")
-_OPTIONAL = ("channel", "partition", "seed", "dtype", "message_limit", "receive_timeout_s",
-             "layers_per_block", "bias", "rows", "expect", "strategy", "stages", "groups",
-             "microbatches")
-
-
-def _int(data: dict[str, Any], name: str, low: int, high: int | None = None) -> int | None:
-    value = data.get(name)
+def _key(name: str, value: str | None, bucket: str) -> str | None:
+    """A key in the application's bucket (``s3://bucket/`` accepted for that bucket)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(name, f"must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise RequestError(name, f"must be {bound}, got {value}")
-    return value
-
-
-def _key(data: dict[str, Any], name: str, bucket: str) -> str | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise RequestError(name, f"must be an S3 key in the bucket, got {value!r}")
     value = value.strip()
     if value.startswith("s3://"):
-        owner, _, key = value[5:].partition("/")
+        owner, _, value = value[5:].partition("/")
         if owner != bucket:
-            raise RequestError(name, f"{value} is not in the application's bucket {bucket} "
-                                     f"(the functions may read only that one): copy it there")
-        value = key
-    if not value or value.startswith("/"):
-        raise RequestError(name, f"must be a key such as models/net.fsdm, got {value!r}")
-    return value
+            raise RequestError(name, f"s3://{owner}/{value} is not in the application's "
+                                     f"bucket {bucket} (the functions may read only that "
+                                     f"one): copy it there")
+    try:
+        return load(Key, value, "the request")
+    except SchemaError as exc:
+        raise RequestError(name, f"must be a key such as models/net.fsdm (no leading '/', "
+                                 f"no '.' or '..' segments), got {value!r}") from exc
 
 
 def parse_request(data: Any, settings: CloudSettings,
@@ -146,55 +162,37 @@ def parse_request(data: Any, settings: CloudSettings,
     processes also the memory channel)."""
     if not isinstance(data, dict):
         raise RequestError("request", f"must be a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL))
-    if unknown:
-        raise RequestError(unknown[0], f"unknown field; allowed: "
-                                       f"{', '.join(_REQUIRED + _OPTIONAL)}")
-    for name in _REQUIRED:
-        if data.get(name) is None:
-            raise RequestError(name, "is required")
+    spec = load(RequestSpec, data, "the request", RequestError)
     bucket = settings.bucket
-    channel = data.get("channel") or settings.channel
+    channel = spec.channel or settings.channel
     if channel not in TRANSPORTS or channel not in channels or channel == NO_EXCHANGE:
         raise RequestError("channel", f"{channel!r} cannot connect these tasks; choose "
                                       f"one of {', '.join(sorted(channels))}")
-    strategy = data.get("strategy") or DEFAULT_STRATEGY
+    strategy = spec.strategy or DEFAULT_STRATEGY
     if strategy not in STRATEGIES:
         raise RequestError("strategy", f"unknown strategy {strategy!r}; choose one of "
                                        f"{', '.join(STRATEGIES)}")
-    partition = data.get("partition") or settings.partition
+    partition = spec.partition or settings.partition
     if partition not in PARTITIONERS:
         raise RequestError("partition", f"unknown partitioner {partition!r}; choose one of "
                                         f"{', '.join(sorted(PARTITIONERS))}")
-    dtype = data.get("dtype") or DEFAULT_DTYPE
-    if dtype not in DTYPES:
-        raise RequestError("dtype", f"{dtype!r} is not supported; choose one of "
+    if spec.dtype not in DTYPES:
+        raise RequestError("dtype", f"{spec.dtype!r} is not supported; choose one of "
                                     f"{', '.join(DTYPES)}")
-    timeout = data.get("receive_timeout_s", DEFAULT_RECEIVE_TIMEOUT_S)
-    if (isinstance(timeout, bool) or not isinstance(timeout, int | float)
-            or not 1 <= timeout <= MAX_RECEIVE_TIMEOUT_S):
-        raise RequestError("receive_timeout_s", f"must be a number of seconds between 1 and "
-                                                f"{MAX_RECEIVE_TIMEOUT_S:g}, got {timeout!r}")
-    bias = data.get("bias")
-    if bias is not None and (isinstance(bias, bool) or not isinstance(bias, int | float)
-                             or not math.isfinite(bias)):
-        raise RequestError("bias", f"must be a finite number, got {bias!r}")
-    workers = _int(data, "workers", 1, settings.max_workers)
-    assert workers is not None
-    message_limit = _int(data, "message_limit", MIN_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT)
-    model = _key(data, "model", bucket)
-    source = _key(data, "input", bucket)
+    if spec.workers > settings.max_workers:
+        raise RequestError("workers", f"must be between 1 and {settings.max_workers} (this "
+                                      f"deployment's MaxWorkers), got {spec.workers}")
+    model = _key("model", spec.model, bucket)
+    source = _key("input", spec.input, bucket)
     assert model is not None and source is not None
     return PlanRequest(
-        model=model, input=source, workers=workers, channel=channel, partition=partition,
-        seed=_int(data, "seed", 0) or 0, dtype=dtype,
-        message_limit=message_limit or settings.message_limit,
-        receive_timeout_s=float(timeout),
-        layers_per_block=_int(data, "layers_per_block", 1),
-        bias=None if bias is None else float(bias), rows=_int(data, "rows", 1),
-        expect=_key(data, "expect", bucket), strategy=strategy,
-        stages=_int(data, "stages", 1), groups=_int(data, "groups", 1),
-        microbatches=_int(data, "microbatches", 1),
+        model=model, input=source, workers=spec.workers, channel=channel,
+        partition=partition, seed=spec.seed, dtype=spec.dtype,
+        message_limit=spec.message_limit or settings.message_limit,
+        receive_timeout_s=float(spec.receive_timeout_s),
+        layers_per_block=spec.layers_per_block, bias=spec.bias, rows=spec.rows,
+        expect=_key("expect", spec.expect, bucket), strategy=strategy,
+        stages=spec.stages, groups=spec.groups, microbatches=spec.microbatches,
     )
 
 
@@ -249,7 +247,7 @@ def _load_network(storage: Storage, request: PlanRequest, directory: Path) -> Ne
     prefix = request.model if request.model.endswith("/") else request.model + "/"
     layer_keys = [k for k in storage.keys(prefix) if LAYER_FILE.match(k[len(prefix):])]
     if not layer_keys:
-        raise RequestError("model", f"s3://{storage.bucket}/{request.model} is neither a "
+        raise RequestError("model", f"{storage.uri(request.model)} is neither a "
                                     f"{SUFFIX} bundle nor a prefix holding n<N>-l<k>.tsv files")
     folder = directory / "model"
     with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
@@ -366,7 +364,7 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
             if not storage.exists(bundle):
                 save_network(network, directory / "model.fsdm")
                 storage.put_file(bundle, directory / "model.fsdm")
-            notes.append(f"the TSV model is cached as s3://{storage.bucket}/{bundle}: "
+            notes.append(f"the TSV model is cached as {storage.uri(bundle)}: "
                          f"pass that key as model next time to skip the conversion")
         try:
             shape = compile_shape(request.strategy, request.workers, network.depth,
@@ -400,7 +398,7 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
 
     manifest = {
         "run": run.to_dict(),
-        "request": asdict(request),
+        "request": to_builtins(request),
         "execution_name": execution_name,
         "notes": notes,
         "history_events": history_events(run.workers, run.blocks, run.map),
@@ -422,7 +420,10 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
     try:
         transport.setup()
     except BaseException:
-        transport.teardown()
+        # the setup's error is the one to report; a teardown that fails too leaves the
+        # manifest, so the failure cleanup tears down what is left
+        with suppress(FsdError, ClientError, BotoCoreError):
+            transport.teardown()
         raise
     phases["setup_s"] = time.perf_counter() - tick
     phases["total_s"] = time.perf_counter() - started

@@ -9,47 +9,70 @@ channel name, message limit, receive timeout) plus its own environment (AwsConfi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, get_args
+from dataclasses import replace
+from typing import Any
 
-from fsd_inference.channels import ChannelConfig, Transport, transport_class
+import msgspec
+
+from fsd_inference.channels import TRANSPORTS, ChannelConfig, Transport, transport_class
 from fsd_inference.cloud.history import MapMode
 from fsd_inference.cloud.layout import RunLayout, block_range
+from fsd_inference.cloud.schema import (
+    BucketName,
+    Count,
+    Depth,
+    Fingerprint,
+    MessageLimit,
+    ReceiveTimeout,
+    RunId,
+    Workers,
+    load,
+    to_builtins,
+)
 from fsd_inference.config import AwsConfig
-from fsd_inference.exceptions import ConfigError
+from fsd_inference.constants import DTYPES
 from fsd_inference.strategy.shape import Shape
 
 
-@dataclass(frozen=True)
-class RunInfo:
-    execution: str  # run id (cloud.layout.run_id of the Step Functions execution name)
-    bucket: str
-    workers: int
+class RunInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Validated on every load (cloud.schema): a state that names another run's id, an
+    unsafe id, a bucket or a worker count out of bounds never reaches a step."""
+
+    execution: RunId  # cloud.layout.run_id of the Step Functions execution name
+    bucket: BucketName
+    workers: Workers
     channel: str
-    message_limit: int
-    receive_timeout_s: float
+    message_limit: MessageLimit
+    receive_timeout_s: ReceiveTimeout
     dtype: str
-    neurons: int
-    depth: int
-    batch: int
-    layers_per_block: int
-    blocks: int
+    neurons: Count
+    depth: Depth
+    batch: Count
+    layers_per_block: Depth
+    blocks: Depth
     map: MapMode
-    model: str  # fingerprint
+    model: Fingerprint  # the network's fingerprint
     # how the tasks split the work (strategy/shape.py); workers = shape.tasks
     shape: Shape
 
     def __post_init__(self) -> None:
-        if self.map not in get_args(MapMode):
-            raise ConfigError(f"run.map must be one of {get_args(MapMode)}, not {self.map!r}")
+        if self.channel not in TRANSPORTS:  # memory: local runs of the same steps
+            raise ValueError(f"run.channel must be one of {sorted(TRANSPORTS)}, "
+                             f"not {self.channel!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"run.dtype must be one of {list(DTYPES)}, not {self.dtype!r}")
         if self.blocks != -(-self.depth // self.layers_per_block):
-            raise ConfigError(f"run.blocks {self.blocks} does not match {self.depth} layers "
-                              f"in blocks of {self.layers_per_block}")
+            raise ValueError(f"run.blocks {self.blocks} does not match {self.depth} layers "
+                             f"in blocks of {self.layers_per_block}")
         if self.shape.tasks != self.workers or self.shape.depth != self.depth:
-            raise ConfigError(f"run.shape ({self.shape.describe()}) does not match "
-                              f"{self.workers} workers and {self.depth} layers")
+            raise ValueError(f"run.shape ({self.shape.describe()}) does not match "
+                             f"{self.workers} workers and {self.depth} layers")
+        if max(self.shape.groups, self.shape.microbatches) > self.batch:
+            raise ValueError(f"run.shape cuts {self.batch} rows into {self.shape.groups} "
+                             f"groups of {self.shape.microbatches} micro-batches")
         if len(self.shape.stages) > 1 and self.blocks != 1:
-            raise ConfigError("a run with pipeline stages runs all its layers in one block")
+            raise ValueError("run.shape has pipeline stages: they run all their layers in "
+                             "one block")
 
     @property
     def layout(self) -> RunLayout:
@@ -63,28 +86,14 @@ class RunInfo:
         return block_range(block, self.layers_per_block, self.depth)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "shape": self.shape.to_dict(), "prefix": self.prefix}
+        document: dict[str, Any] = to_builtins(self)
+        document["shape"] = self.shape.to_dict()  # lists, as JSON reads them back
+        return document
 
     @classmethod
     def from_dict(cls, data: Any) -> RunInfo:
-        """Parse the ``run`` object of a state payload; a clear error for anything off."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"the event's 'run' must be an object, got {type(data).__name__}")
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name == "shape":
-                values["shape"] = Shape.from_dict(data.get("shape"))
-                continue
-            if f.name not in data:
-                raise ConfigError(f"the event's run is missing {f.name!r}")
-            value = data[f.name]
-            kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, kind) or isinstance(value, bool):
-                raise ConfigError(f"run.{f.name} must be {kind.__name__}, got {value!r}")
-            values[f.name] = value
-        return cls(**values)
+        """Parse the ``run`` object of a state payload; SchemaError names what is off."""
+        return load(cls, data, "the event's run")
 
     def channel_config(self, aws: AwsConfig | None = None) -> ChannelConfig:
         aws = aws or AwsConfig()

@@ -15,7 +15,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fsd_inference.config import AwsConfig
+from fsd_inference.config import DEFAULT_QUEUE_PREFIX, AwsConfig
 from fsd_inference.exceptions import ConfigError
 
 CONNECT_TIMEOUT_S = 5.0
@@ -48,6 +48,8 @@ class StackOutputs:
     bucket: str
     state_machine_arn: str
     functions: dict[str, str]  # "Plan" -> the function's name
+    # every queue name of the stack's executions starts with it (per stack by default)
+    queue_prefix: str = DEFAULT_QUEUE_PREFIX
 
     @classmethod
     def from_outputs(cls, stack_name: str, outputs: dict[str, str]) -> StackOutputs:
@@ -57,7 +59,8 @@ class StackOutputs:
                               f"is it a stack of this application's template.yaml?")
         functions = {key.removesuffix("FunctionName"): value for key, value in outputs.items()
                      if key.endswith("FunctionName")}
-        return cls(stack_name, outputs["BucketName"], outputs["StateMachineArn"], functions)
+        return cls(stack_name, outputs["BucketName"], outputs["StateMachineArn"], functions,
+                   outputs.get("QueuePrefix") or DEFAULT_QUEUE_PREFIX)
 
 
 def stack_outputs(stack_name: str, aws: AwsConfig, client: Any = None) -> StackOutputs:

@@ -51,6 +51,7 @@ from fsd_inference.cloud.errors import (
     StorageError,
 )
 from fsd_inference.cloud.run import RunInfo, build_transport
+from fsd_inference.cloud.schema import check_bucket
 from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
 from fsd_inference.exceptions import ConfigError
 from fsd_inference.metrics import WorkerMetrics
@@ -172,6 +173,7 @@ def worker_step(run: RunInfo, block: int, worker: int, deadline_s: float,
     """
     started = clock()
     settings = settings or CloudSettings()
+    check_bucket(run.bucket, settings.aws.bucket, "the run")
     if not 0 <= worker < run.workers:
         raise ConfigError(f"worker {worker} outside 0..{run.workers - 1}")
     task = run.shape.task(worker)

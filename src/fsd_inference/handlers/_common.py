@@ -1,12 +1,10 @@
-"""What every handler shares: event access with clear errors, the Lambda context, logs."""
+"""What every handler shares: the Lambda context and logs (events: cloud.events)."""
 
 from __future__ import annotations
 
 import json
 import logging
 from typing import Any, Protocol
-
-from fsd_inference.exceptions import ConfigError
 
 LOG = logging.getLogger("fsd_inference")
 DEFAULT_REMAINING_S = 900.0  # outside Lambda (tests, local runs): the Lambda maximum
@@ -22,21 +20,6 @@ def setup_logging() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     LOG.setLevel(logging.INFO)
-
-
-def require(event: Any, name: str) -> Any:
-    if not isinstance(event, dict):
-        raise ConfigError(f"the event must be a JSON object, got {type(event).__name__}")
-    if name not in event:
-        raise ConfigError(f"the event has no {name!r} (keys: {', '.join(sorted(event))})")
-    return event[name]
-
-
-def require_int(event: Any, name: str) -> int:
-    value = require(event, name)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"the event's {name!r} must be an integer, got {value!r}")
-    return value
 
 
 def remaining_seconds(context: LambdaContext | None) -> float:

@@ -1,8 +1,10 @@
-"""Cleanup: ``{"execution": $$.Execution.Name, "state": <the whole state>}``.
+"""Cleanup: ``{"execution": $$.Execution.Name, "state": <the whole state>}`` from the
+state machine, or ``{"execution", "status"}`` from the template's EventBridge rule.
 
-The same function serves the success path and every failure path; on failure the
-state carries ``error`` ({"Error", "Cause"} from the Catch) and the result's ``cause``
-is the readable text the Fail state shows.
+The same function serves the success path, every failure path and executions that
+ended outside the state machine's control (stopped, timed out); on failure the result's
+``cause`` is the readable text the Fail state shows. What is deleted comes from the
+execution's own manifest only (cloud/cleanup_step.py), never from the event's state.
 """
 
 from __future__ import annotations
@@ -10,14 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from fsd_inference.cloud.cleanup_step import cleanup_step
-from fsd_inference.exceptions import ConfigError
-from fsd_inference.handlers._common import LambdaContext, log_result, require, setup_logging
+from fsd_inference.cloud.events import CleanupEvent
+from fsd_inference.cloud.schema import load
+from fsd_inference.handlers._common import LambdaContext, log_result, setup_logging
 
 
 def handler(event: dict[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:
     setup_logging()
-    execution = require(event, "execution")
-    state = event.get("state")
-    if state is not None and not isinstance(state, dict):
-        raise ConfigError(f"the event's 'state' must be an object, got {type(state).__name__}")
-    return log_result("cleanup", cleanup_step(str(execution), state))
+    parsed = load(CleanupEvent, event, "the cleanup event")
+    return log_result("cleanup", cleanup_step(parsed.execution, parsed.error))

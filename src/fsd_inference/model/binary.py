@@ -13,6 +13,7 @@ seconds its 120 TSV files do, and the file is what goes to S3.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 import zlib
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from fsd_inference.exceptions import InputFormatError
+from fsd_inference.exceptions import InputFormatError, ModelError
 from fsd_inference.model.network import Network
 from fsd_inference.model.tsv import atomic_path
+from fsd_inference.model.validate import check_csr, check_npz_members
 
 FORMAT = "fsd-bundle"
 VERSION = 1
@@ -86,16 +88,19 @@ def read_bundle(path: Path | str) -> tuple[dict[str, Any], dict[str, np.ndarray]
     path = Path(path)
     if not path.is_file():
         raise InputFormatError(path, "no such file")
+    check_npz_members(path)  # sizes and headers, before numpy allocates anything
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (zipfile.BadZipFile, zlib.error, NotImplementedError, ValueError, OSError, EOFError,
-            KeyError) as exc:
+            KeyError, AttributeError) as exc:
         raise InputFormatError(path, f"not a readable {FORMAT} file ({exc})") from exc
     try:
         meta = json.loads(arrays.pop("meta").tobytes())
     except (KeyError, ValueError) as exc:
         raise InputFormatError(path, f"not a {FORMAT} file: no metadata") from exc
+    if not isinstance(meta, dict):
+        raise InputFormatError(path, f"not a {FORMAT} file: its metadata is not an object")
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise InputFormatError(
             path, f"unsupported format {meta.get('format')!r} version {meta.get('version')!r}"
@@ -117,8 +122,13 @@ def load_network(path: Path | str, dtype: str | None = None) -> Network:
     if meta.get("kind") != "network":
         raise InputFormatError(path, f"holds a {meta.get('kind')!r}, not a network")
     try:
-        layers = tuple(unpack_csr(f"layer{k}", arrays, dtype)
-                       for k in range(1, int(meta["depth"]) + 1))
-        return Network(neurons=int(meta["neurons"]), layers=layers, bias=float(meta["bias"]))
-    except (KeyError, ValueError, TypeError) as exc:
+        depth, neurons, bias = int(meta["depth"]), int(meta["neurons"]), float(meta["bias"])
+        if not 1 <= depth <= len(arrays) or not math.isfinite(bias):
+            raise ValueError(f"depth {depth} or bias {bias} is impossible")
+        for k in range(1, depth + 1):
+            if check_csr(path, f"layer{k}", arrays) != (neurons, neurons):
+                raise ValueError(f"layer {k} is not {neurons} x {neurons}")
+        layers = tuple(unpack_csr(f"layer{k}", arrays, dtype) for k in range(1, depth + 1))
+        return Network(neurons=neurons, layers=layers, bias=bias)
+    except (KeyError, ValueError, TypeError, ModelError) as exc:
         raise InputFormatError(path, f"incomplete or inconsistent network bundle ({exc})") from exc

@@ -17,6 +17,7 @@ import os
 import re
 import tempfile
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,11 @@ from fsd_inference.exceptions import InputFormatError, ModelError
 from fsd_inference.model.network import Network, resolve_bias
 
 MAX_INDEX = 2**31 - 1  # row / column ids beyond this are not a plausible network
+# Samples in one input batch: its row pointer is allocated from the largest row id, so a
+# one-line file naming row 2,147,483,647 must be refused, not allocated (16 GiB).
+MAX_BATCH_ROWS = 1 << 24
+# What a damaged or mislabelled file raises while it is read as text.
+UNREADABLE = (UnicodeDecodeError, EOFError, OSError, zlib.error)
 LAYER_FILE = re.compile(r"^n(\d+)-l(\d+)\.tsv(\.gz)?$")
 
 
@@ -92,8 +98,8 @@ def read_triples(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with _open_text(path) as text, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data": ours below
             table = np.loadtxt(text, delimiter="\t", dtype=np.float64, ndmin=2, comments=None)
-    except (ValueError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
-        if isinstance(exc, UnicodeDecodeError | EOFError | gzip.BadGzipFile):
+    except (ValueError, *UNREADABLE) as exc:
+        if isinstance(exc, UNREADABLE):
             raise InputFormatError(path, f"cannot be read as text: {exc}") from exc
         line, message = _first_bad_line(path)
         raise InputFormatError(path, message, line or None) from exc
@@ -207,6 +213,10 @@ def read_input(path: Path | str, neurons: int | None = None, dtype: str = "float
     """Read an input batch: rows are samples (as many as the largest row id)."""
     path = Path(path)
     rows, cols, values = read_triples(path)
+    if int(rows.max()) >= MAX_BATCH_ROWS:
+        i = int(np.argmax(rows))
+        raise InputFormatError(path, f"row {rows[i] + 1} is beyond the {MAX_BATCH_ROWS:,} "
+                                     f"samples an input batch may hold", _line_of_entry(path, i))
     width = int(cols.max()) + 1
     if neurons is not None:
         if width > neurons:
@@ -227,20 +237,30 @@ def read_categories(path: Path | str) -> np.ndarray:
     if not path.is_file():
         raise InputFormatError(path, "no such file")
     ids: list[int] = []
-    with _open_text(path) as text:
-        for number, line in enumerate(text, start=1):
-            field = line.strip()
-            if not field:
-                continue
-            if not _is_count(field) or int(field) < 1:
-                raise InputFormatError(path, f"expected a row id >= 1, found {field!r}", number)
-            value = int(field)
-            if ids and value <= ids[-1]:
-                raise InputFormatError(
-                    path, f"row ids must be strictly ascending, {value} follows {ids[-1]}", number
-                )
-            ids.append(value)
+    try:
+        with _open_text(path) as text:
+            for number, line in enumerate(text, start=1):
+                _category(path, line, number, ids)
+    except UNREADABLE as exc:
+        raise InputFormatError(path, f"cannot be read as a categories file: {exc}") from exc
     return np.asarray(ids, dtype=np.int64)
+
+
+def _category(path: Path, line: str, number: int, ids: list[int]) -> None:
+    """Append the row id on ``line`` (if any) to ``ids``, checking it."""
+    field = line.strip()
+    if not field:
+        return
+    # at most 10 digits before int(): a 23-digit id must not overflow int64 later
+    if not _is_count(field) or len(field) > 10 or not 1 <= int(field) <= MAX_INDEX:
+        raise InputFormatError(path, f"expected a row id from 1 to {MAX_INDEX}, found "
+                                     f"{field[:40]!r}", number)
+    value = int(field)
+    if ids and value <= ids[-1]:
+        raise InputFormatError(
+            path, f"row ids must be strictly ascending, {value} follows {ids[-1]}", number
+        )
+    ids.append(value)
 
 
 # ----------------------------------------------------------------------------- writing

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from fsd_inference.exceptions import InputFormatError
 from fsd_inference.model.binary import pack_csr, read_bundle, unpack_csr, write_bundle
 from fsd_inference.model.network import Network
+from fsd_inference.model.validate import MAX_DIMENSION, check_csr, check_index_vector
 
 
 @dataclass(frozen=True)
@@ -210,21 +213,44 @@ def save_shard(shard: WorkerShard, path: Path | str) -> None:
 
 
 def load_shard(path: Path | str, dtype: str | None = None) -> WorkerShard:
+    """A worker's shard; InputFormatError naming the file for anything inconsistent."""
     meta, arrays = read_bundle(path)
+    try:
+        return _shard_from(path, meta, arrays, dtype)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise InputFormatError(path, f"incomplete or inconsistent shard ({exc!r})") from exc
+
+
+def _shard_from(path: Path | str, meta: dict[str, Any], arrays: dict[str, np.ndarray],
+                dtype: str | None) -> WorkerShard:
+    if meta.get("kind") != "shard":
+        raise InputFormatError(path, f"holds a {meta.get('kind')!r}, not a shard")
+    neurons, depth = int(meta["neurons"]), int(meta["depth"])
+    if not 1 <= depth <= len(arrays) or not 1 <= neurons <= MAX_DIMENSION:
+        raise ValueError(f"depth {depth} or neurons {neurons} is impossible")
+
+    def ids(name: str) -> np.ndarray:  # neuron ids and positions are all below N
+        return check_index_vector(path, name, arrays[name], neurons)
+
     layers = []
-    for k in range(1, meta["depth"] + 1):
+    for k in range(1, depth + 1):
         prefix = f"l{k}."
-        recv = {int(name.rsplit(".", 1)[1]): arrays[name] for name in arrays
+        recv = {int(name.rsplit(".", 1)[1]): ids(name) for name in arrays
                 if name.startswith(prefix + "recv.")}
-        send, expand = ({int(name.rsplit(".", 1)[1]): arrays[name] for name in arrays
+        send, expand = ({int(name.rsplit(".", 1)[1]): ids(name) for name in arrays
                          if name.startswith(prefix + kind)} for kind in ("send.", "expand."))
+        inputs, outputs = ids(prefix + "inputs"), ids(prefix + "outputs")
+        if check_csr(path, prefix + "weights", arrays) != (inputs.size, outputs.size):
+            raise ValueError(f"layer {k}: weights do not match its inputs and outputs")
         layers.append(LayerShard(
-            inputs=arrays[prefix + "inputs"], outputs=arrays[prefix + "outputs"],
+            inputs=inputs, outputs=outputs,
             weights=unpack_csr(prefix + "weights", arrays, dtype),
-            local_from=arrays[prefix + "local_from"], local_to=arrays[prefix + "local_to"],
+            local_from=ids(prefix + "local_from"), local_to=ids(prefix + "local_to"),
             recv=dict(sorted(recv.items())), send=dict(sorted(send.items())),
             expand=expand,
         ))
-    return WorkerShard(int(meta["worker"]), int(meta["workers"]), int(meta["neurons"]),
-                       float(meta["bias"]), str(meta["model"]), arrays["input_columns"],
-                       tuple(layers))
+    bias = float(meta["bias"])
+    if not np.isfinite(bias):
+        raise ValueError(f"bias {bias} is not finite")
+    return WorkerShard(int(meta["worker"]), int(meta["workers"]), neurons, bias,
+                       str(meta["model"]), ids("input_columns"), tuple(layers))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +90,18 @@ class Storage(ABC):
         """Every key under ``prefix``."""
         return self._keys(prefix)
 
-    def delete_prefix(self, prefix: str) -> int:
-        """Delete everything under ``prefix``; returns how many objects went."""
-        return self._delete_prefix(prefix)
+    def objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """``(key, last modified)`` of every object under ``prefix``."""
+        return self._objects(prefix)
+
+    def delete_prefix(self, prefix: str, keep: str | None = None) -> int:
+        """Delete everything under ``prefix`` but ``keep``; returns how many objects went.
+        Raises StorageError when any key could not be deleted, naming the first ones."""
+        return self._delete_prefix(prefix, keep)
+
+    def delete(self, key: str) -> None:
+        """Delete one object (no error if it is already gone)."""
+        self._delete(key)
 
     # ------------------------------------------------------------------ hooks
 
@@ -108,4 +118,10 @@ class Storage(ABC):
     def _keys(self, prefix: str) -> Iterator[str]: ...
 
     @abstractmethod
-    def _delete_prefix(self, prefix: str) -> int: ...
+    def _objects(self, prefix: str) -> Iterator[tuple[str, datetime]]: ...
+
+    @abstractmethod
+    def _delete_prefix(self, prefix: str, keep: str | None) -> int: ...
+
+    @abstractmethod
+    def _delete(self, key: str) -> None: ...

@@ -12,16 +12,21 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from fsd_inference.storage.base import Storage, StorageError
+
+# What a run records as its bucket when its objects are in a folder: a valid bucket
+# name (the run state is validated like any other), never one on S3.
+FOLDER_BUCKET = "fsd-local-folder"
 
 
 class FolderStorage(Storage):
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        super().__init__(str(self.root))
+        super().__init__(FOLDER_BUCKET)
 
     @property
     def location(self) -> str:
@@ -99,10 +104,18 @@ class FolderStorage(Storage):
                 if key.startswith(prefix):
                     yield key
 
-    def _delete_prefix(self, prefix: str) -> int:
-        keys = list(self._keys(prefix))
+    def _objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        for key in self._keys(prefix):
+            stamp = self.path(key).stat().st_mtime
+            yield key, datetime.fromtimestamp(stamp, UTC)
+
+    def _delete_prefix(self, prefix: str, keep: str | None) -> int:
+        keys = [key for key in self._keys(prefix) if key != keep]
         for key in keys:
             self.path(key).unlink(missing_ok=True)
-        if prefix.endswith("/"):  # a whole "folder": remove what is left of it
+        if prefix.endswith("/") and keep is None:  # a whole "folder": remove what is left
             shutil.rmtree(self.path(prefix.rstrip("/")), ignore_errors=True)
         return len(keys)
+
+    def _delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)

@@ -8,12 +8,13 @@ a worker's shard and checkpoint traffic shows up in its metrics beside the chann
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fsd_inference.aws import NO_SUCH_KEY_CODES, error_code, s3_client
-from fsd_inference.channels.s3 import delete_prefix
+from fsd_inference.channels.s3 import DeleteFailed, delete_prefix
 from fsd_inference.config import AwsConfig
 from fsd_inference.metrics import WorkerMetrics
 from fsd_inference.storage.base import Storage, StorageError
@@ -76,11 +77,29 @@ class S3Storage(Storage):
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(prefix, "LIST", exc) from exc
 
-    def _delete_prefix(self, prefix: str) -> int:
+    def _objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        paginator = self.client.get_paginator("list_objects_v2")
         try:
-            return delete_prefix(self.client, self.bucket, prefix)
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"], item["LastModified"]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(prefix, "LIST", exc) from exc
+
+    def _delete_prefix(self, prefix: str, keep: str | None) -> int:
+        # DeleteObjects reports failures per key: DeleteFailed names the first ones
+        try:
+            return delete_prefix(self.client, self.bucket, prefix, keep=keep)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(prefix, "DELETE", exc) from exc
+        except DeleteFailed as exc:
+            raise StorageError(self.location, prefix, str(exc)) from exc
+
+    def _delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(key, "DELETE", exc) from exc
 
 
 def storage_for(bucket: str, aws: AwsConfig | None = None,

@@ -149,14 +149,17 @@ class Shape:
                 f"task(s)")
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form, as the run state carries it (msgspec reads it back)."""
         return {"strategy": self.strategy, "groups": self.groups,
-                "stages": [[s.first, s.last, s.parts] for s in self.stages],
+                "stages": [{"first": s.first, "last": s.last, "parts": s.parts}
+                           for s in self.stages],
                 "microbatches": self.microbatches}
 
     @classmethod
     def from_dict(cls, data: Any) -> Shape:
         try:
-            stages = tuple(Stage(int(a), int(b), int(c)) for a, b, c in data["stages"])
+            stages = tuple(Stage(int(s["first"]), int(s["last"]), int(s["parts"]))
+                           for s in data["stages"])
             return cls(str(data["strategy"]), int(data["groups"]), stages,
                        int(data["microbatches"]))
         except (KeyError, TypeError, ValueError) as exc:
