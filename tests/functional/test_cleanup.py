@@ -24,6 +24,7 @@ from fsd_inference.cloud.settings import CloudSettings
 from fsd_inference.config import AwsConfig
 from fsd_inference.local import local_aws
 from fsd_inference.storage import S3Storage, Storage
+from fsd_inference.strategy import compile_shape
 
 WORKERS = 4
 
@@ -41,7 +42,7 @@ def make_run(aws: AwsConfig, name: str) -> tuple[RunInfo, Storage, QueueTranspor
     run = RunInfo(execution=name, bucket=aws.bucket, workers=WORKERS, channel="queue",
                   message_limit=1 << 20, receive_timeout_s=10.0, dtype="float64",
                   neurons=16, depth=2, batch=4, layers_per_block=1, blocks=2, map="inline",
-                  model="0123456789abcdef")
+                  model="0123456789abcdef", shape=compile_shape("neuron", WORKERS, 2, 4))
     storage = S3Storage(aws.bucket, s3_client(aws))
     storage.put_json(run.layout.manifest, {"run": run.to_dict(), "execution_name": name})
     for p in range(WORKERS):
