@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 
 from common import input_file, network_file, say
+from fsd_inference.app.infer import InferOptions, run_inference
 from fsd_inference.model.binary import load_network
 from fsd_inference.model.reference import infer
 from fsd_inference.model.tsv import read_input
 from fsd_inference.partition import get_partitioner
 from fsd_inference.partition.plan import build_plan
-from fsd_inference.runner import InferOptions, run_inference
 
 PARTITIONS = ("hypergraph", "random", "contiguous")
 

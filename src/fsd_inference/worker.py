@@ -22,7 +22,7 @@ There is no global barrier: waits are point-to-point.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -57,16 +57,6 @@ def assemble(batch: int, width: int, pieces: Sequence[tuple[np.ndarray, np.ndarr
     return matrix
 
 
-def merge_columns(batch: int, neurons: int,
-                  parts: Iterable[tuple[np.ndarray, sp.csr_matrix]], dtype: str
-                  ) -> sp.csr_matrix:
-    """The full ``batch x neurons`` matrix from every worker's ``(columns, y)``: the
-    gather of the final layer, locally and in the cloud."""
-    pieces = [(np.arange(batch), np.asarray(columns, dtype=np.int64),
-               sp.csr_matrix(y, dtype=dtype)) for columns, y in parts]
-    return assemble(batch, neurons, pieces).astype(dtype)
-
-
 def local_piece(y: sp.csr_matrix, local_from: np.ndarray, local_to: np.ndarray,
                 batch: int) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
     """This worker's own columns that the next product needs, without a column slice:
@@ -96,31 +86,73 @@ def run_layers(
     layer, or its input columns when ``first == 1``), one row per input of the batch.
     """
     last = shard.depth if last is None else last
-    batch = y.shape[0]
-    for k in range(first, last + 1):
-        layer = shard.layers[k - 1]
-        y = _one_layer(k, layer, y, batch, channel, shard.bias)
-        if on_layer is not None:
-            on_layer(k)
+    bounds = np.asarray([0, y.shape[0]])
+    return run_task(shard, y, channel, first, last, bounds,
+                    on_step=None if on_layer is None else lambda k, _: on_layer(k))
+
+
+def run_task(
+    shard: WorkerShard,
+    y: sp.csr_matrix,
+    channel: Channel,
+    first: int,
+    last: int,
+    bounds: np.ndarray,
+    send_tail: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
+    offset: int = 0,
+) -> sp.csr_matrix:
+    """One task of a shape (strategy/shape.py): layers ``first..last`` on the rows of
+    ``y``, micro-batch by micro-batch.
+
+    ``bounds`` cut the rows into micro-batches; micro-batch m's blocks travel as part m
+    of each layer's step, so the next stage can start on m while this one computes
+    m + 1. ``send_tail``: this task ends a pipeline stage, so after its last layer it
+    sends the next stage what that stage's first layer needs (the send half of layer
+    ``last + 1``). ``on_step(layer, part)`` is called after each computed step.
+    ``offset``: the shard names its peers by slot within its row group; on the channel
+    they are tasks ``offset + slot`` (the group's first task).
+    """
+    outputs = []
+    for part in range(bounds.size - 1):
+        rows = int(bounds[part + 1] - bounds[part])
+        y_part = sp.csr_matrix(y[int(bounds[part]):int(bounds[part + 1])])
+        for k in range(first, last + 1):
+            y_part = _one_layer(k, shard.layers[k - 1], y_part, rows, channel, shard.bias,
+                                part, offset)
+            if on_step is not None:
+                on_step(k, part)
+        if send_tail:
+            _send(last + 1, shard.layers[last], y_part, channel, part, offset)
+        outputs.append(y_part)
     channel.flush()
-    return y
+    if len(outputs) == 1:
+        return outputs[0]
+    return sp.csr_matrix(sp.vstack(outputs, format="csr"))
+
+
+def _send(k: int, layer: LayerShard, y: sp.csr_matrix, channel: Channel, part: int,
+          offset: int = 0) -> None:
+    """Send every target of layer ``k`` the nonzero rows of the columns it needs."""
+    for target, positions in layer.send.items():
+        channel.send(k, offset + target, Block.from_columns(y[:, positions]), part)
 
 
 def _one_layer(k: int, layer: LayerShard, y: sp.csr_matrix, batch: int, channel: Channel,
-               bias: float) -> sp.csr_matrix:
+               bias: float, part: int = 0, offset: int = 0) -> sp.csr_matrix:
     m = channel.metrics.layer(k)
     started = time.perf_counter()
-    for target, positions in layer.send.items():
-        channel.send(k, target, Block.from_columns(y[:, positions]))
+    _send(k, layer, y, channel, part, offset)
     pieces = [local_piece(y, layer.local_from, layer.local_to, batch)]
     compute = time.perf_counter() - started
 
     waited = time.perf_counter()
-    blocks = channel.receive(k, layer.recv.keys())
+    received = channel.receive(k, [offset + q for q in layer.recv], part=part)
+    blocks = {task - offset: block for task, block in received.items()}
     m.wait_s += time.perf_counter() - waited
 
     started = time.perf_counter()
-    for source, block in blocks.items():
+    for source, block in sorted(blocks.items()):
         if not block.empty:
             values = block.values
             if source in layer.expand:  # twins travel once; copy their shared column

@@ -40,7 +40,6 @@ from fsd_inference.aws import s3_client, sqs_client
 from fsd_inference.channels.s3 import scratch_prefix
 from fsd_inference.cloud.layout import RunLayout
 from fsd_inference.cloud.stack import StackOutputs, stack_outputs, stepfunctions_client
-from fsd_inference.cloud.storage import Storage
 from fsd_inference.local.emulator import LocalCloud, local_serverless
 from fsd_inference.local.lambda_runtime import Invocation
 from fsd_inference.local.stack import deploy_stack
@@ -49,6 +48,7 @@ from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path
 from fsd_inference.model.reference import infer
 from fsd_inference.model.tsv import read_input
+from fsd_inference.storage import S3Storage, Storage
 
 STACK = "fsd-test"
 ROWS = 400
@@ -89,7 +89,7 @@ def expected(model: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def storage(cloud: LocalCloud, stack: StackOutputs) -> Storage:
-    return Storage(stack.bucket, s3_client(cloud.aws))
+    return S3Storage(stack.bucket, s3_client(cloud.aws))
 
 
 def options(model: Path, name: str, **overrides: Any) -> RunOptions:
@@ -188,6 +188,33 @@ def test_the_state_machine_matches_the_reference(cloud: LocalCloud, storage: Sto
     assert report.timeline.phases()["block_attempts"] == [1, 1, 1]
     assert leftovers(cloud, storage, name) == []
     assert storage.exists(RunLayout(name).categories), "results outlive the cleanup"
+
+
+@pytest.mark.parametrize(("strategy", "workers", "extra"), [
+    ("data", 3, {}),
+    ("pipeline", 3, {"microbatches": 4}),
+    ("hybrid", 4, {"groups": 2, "stages": 2, "microbatches": 2}),
+])
+@pytest.mark.parametrize("channel", ["queue", "object"])
+def test_every_strategy_runs_through_the_state_machine(
+        cloud: LocalCloud, storage: Storage, model: Path, expected: np.ndarray,
+        strategy: str, workers: int, extra: dict[str, int], channel: str) -> None:
+    name = f"{strategy}-{channel}"
+    staged = "stages" in extra or strategy == "pipeline"
+    report = run_on_stack(STACK, options(model, name, workers=workers, channel=channel,
+                                         strategy=strategy, layers_per_block=None, **extra),
+                          cloud.aws)
+    assert report.status == "SUCCEEDED" and report.matches is True
+    assert report.categories is not None
+    np.testing.assert_array_equal(report.categories, expected)
+    metrics = report.metrics or {}
+    assert metrics["shape"]["strategy"] == strategy and metrics["workers"] == workers
+    # stages run at the same time, so a staged run is one block; the others keep the
+    # deployment's blocks (LayersPerBlock 20 > 8 layers: one block too)
+    assert metrics["blocks"] == 1 and len(report.timeline.phases()["blocks_s"]) == 1
+    sent = metrics["summary"]["totals"].get("messages_sent", 0)
+    assert (sent > 0) == staged  # data-parallel groups never talk
+    assert leftovers(cloud, storage, name) == []
 
 
 def test_two_concurrent_executions_do_not_interfere(cloud: LocalCloud, storage: Storage,

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from botocore.awsrequest import AWSResponse
 from botocore.compat import HTTPHeaders
 
+from fsd_inference.app.infer import InferOptions, run_inference
 from fsd_inference.aws import billed_sqs_requests, s3_client, sqs_client
 from fsd_inference.channels import TRANSPORTS, ChannelConfig, ChannelError, transport_class
 from fsd_inference.channels.base import Channel, ChannelTimeout, Transport
@@ -50,7 +51,6 @@ from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path
 from fsd_inference.model.reference import infer
 from fsd_inference.model.tsv import read_categories, read_input, write_input
-from fsd_inference.runner import InferOptions, run_inference
 
 CHANNELS = ["memory", "queue", "object"]
 KiB = 1024
@@ -88,7 +88,7 @@ class Rig:
                                               MessageBody=base64.b64encode(frame).decode())
         else:
             s3_client(self.aws).put_object(
-                Bucket=self.bucket, Key=object_key(self.execution, layer, target, source, 0),
+                Bucket=self.bucket, Key=object_key(self.execution, (layer, 0), target, source, 0),
                 Body=frame)
 
     @property
@@ -228,7 +228,7 @@ def test_frames_at_and_just_over_the_message_limit(rig: MakeRig, name: str,
         assert sender.api_calls["SQS.SendMessageBatch"] == 2
         assert sender.api_calls["S3.PutObject"] == 1  # only the frame over the limit
         assert receiver.api_calls["S3.GetObject"] == 1
-        assert [k.split("/spill/")[1] for k in r.scratch_keys()] == ["t1/l00002/s0-c0"]
+        assert [k.split("/spill/")[1] for k in r.scratch_keys()] == ["t1/l00002-p0000/s0-c0"]
     if name == "object":
         assert sender.api_calls["S3.PutObject"] == 2
         assert sender.api_bytes["S3.PutObject sent"] == len(at_limit) + len(over)

@@ -21,9 +21,10 @@ from fsd_inference.cloud.cleanup_step import CleanupError, ForeignManifest, clea
 from fsd_inference.cloud.layout import RunLayout
 from fsd_inference.cloud.run import RunInfo
 from fsd_inference.cloud.settings import CloudSettings
-from fsd_inference.cloud.storage import Storage
 from fsd_inference.config import AwsConfig
 from fsd_inference.local import local_aws
+from fsd_inference.storage import S3Storage, Storage
+from fsd_inference.strategy import compile_shape
 
 WORKERS = 4
 
@@ -41,8 +42,8 @@ def make_run(aws: AwsConfig, name: str) -> tuple[RunInfo, Storage, QueueTranspor
     run = RunInfo(execution=name, bucket=aws.bucket, workers=WORKERS, channel="queue",
                   message_limit=1 << 20, receive_timeout_s=10.0, dtype="float64",
                   neurons=16, depth=2, batch=4, layers_per_block=1, blocks=2, map="inline",
-                  model="0123456789abcdef")
-    storage = Storage(aws.bucket, s3_client(aws))
+                  model="0123456789abcdef", shape=compile_shape("neuron", WORKERS, 2, 4))
+    storage = S3Storage(aws.bucket, s3_client(aws))
     storage.put_json(run.layout.manifest, {"run": run.to_dict(), "execution_name": name})
     for p in range(WORKERS):
         storage.put_bytes(run.layout.shard(p), b"shard")
@@ -140,7 +141,7 @@ def test_no_manifest_means_no_queues_are_looked_up(aws: AwsConfig) -> None:
     """A Plan that failed (say, on a crafted request) wrote no manifest: cleanup deletes
     only the prefixes of its own run id and never asks SQS for anything."""
     assert aws.bucket
-    storage = Storage(aws.bucket, s3_client(aws))
+    storage = S3Storage(aws.bucket, s3_client(aws))
     storage.put_bytes(RunLayout("no-manifest").shard(0), b"partial upload")
     client, failed = failing_delete_queue(aws, times=10**6)
     result = cleanup_step("no-manifest", {"Error": "RequestError", "Cause": "x"},

@@ -27,7 +27,6 @@ from fsd_inference.aws import s3_client, sqs_client
 from fsd_inference.channels.s3 import scratch_prefix
 from fsd_inference.cloud.layout import RunLayout
 from fsd_inference.cloud.stack import StackOutputs, stepfunctions_client
-from fsd_inference.cloud.storage import Storage
 from fsd_inference.local.emulator import LocalCloud, local_serverless
 from fsd_inference.local.lambda_runtime import Invocation
 from fsd_inference.local.stack import deploy_stack
@@ -37,6 +36,7 @@ from fsd_inference.model.inputs import sample_input_path
 from fsd_inference.model.load import load_model
 from fsd_inference.model.reference import infer
 from fsd_inference.model.tsv import read_input
+from fsd_inference.storage import S3Storage, Storage
 
 STACK = "fsd-isolation"
 ROWS = 200
@@ -62,7 +62,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def storage(cloud: LocalCloud, stack: StackOutputs) -> Storage:
-    return Storage(stack.bucket, s3_client(cloud.aws))
+    return S3Storage(stack.bucket, s3_client(cloud.aws))
 
 
 def options(model: Path, name: str, **overrides: Any) -> RunOptions:

@@ -28,6 +28,7 @@ from fsd_inference.config import AwsConfig
 from fsd_inference.cost import estimate_cost, load_prices
 from fsd_inference.exceptions import ConfigError
 from fsd_inference.handlers import cleanup, gather, plan, worker
+from fsd_inference.strategy import Shape, compile_shape
 
 BUCKET = "fsd-test"
 LoadEvent = Callable[[str], dict[str, Any]]
@@ -184,14 +185,23 @@ def test_request_errors_name_the_field(settings: CloudSettings, fields: dict[str
 def test_layers_per_block_default_is_raised_and_explicit_values_refused(
         settings: CloudSettings) -> None:
     deep = parse_request(request(workers=40), settings)
-    chosen, notes = choose_layers_per_block(deep, 1920, "inline", settings)
+
+    def neuron(depth: int) -> Shape:
+        return compile_shape("neuron", 40, depth, 1000)
+
+    chosen, notes = choose_layers_per_block(deep, 1920, "inline", settings, neuron(1920))
     assert chosen == 29 and "raised from 20 to 29" in notes[0]
-    shallow, notes = choose_layers_per_block(deep, 120, "inline", settings)
+    shallow, notes = choose_layers_per_block(deep, 120, "inline", settings, neuron(120))
     assert (shallow, notes) == (20, [])
-    assert choose_layers_per_block(deep, 6, "inline", settings)[0] == 6
+    assert choose_layers_per_block(deep, 6, "inline", settings, neuron(6))[0] == 6
     explicit = parse_request(request(workers=40, layers_per_block=10), settings)
     with pytest.raises(RequestError, match="at least 29 layers per block"):
-        choose_layers_per_block(explicit, 1920, "inline", settings)
+        choose_layers_per_block(explicit, 1920, "inline", settings, neuron(1920))
+    # stages work at the same time: a pipeline runs in one block, and says so
+    pipeline = compile_shape("pipeline", 4, 120, 1000)
+    assert choose_layers_per_block(deep, 120, "inline", settings, pipeline) == (120, [])
+    with pytest.raises(RequestError, match="one block"):
+        choose_layers_per_block(explicit, 120, "inline", settings, pipeline)
     assert map_mode(40, settings) == "inline" and map_mode(41, settings) == "distributed"
 
 

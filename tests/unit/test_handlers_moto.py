@@ -27,7 +27,6 @@ from fsd_inference.cloud.errors import (
     StorageError,
 )
 from fsd_inference.cloud.layout import RunLayout, run_id
-from fsd_inference.cloud.storage import Storage
 from fsd_inference.config import AwsConfig
 from fsd_inference.handlers import cleanup, gather, plan, worker
 from fsd_inference.local import local_aws
@@ -38,6 +37,7 @@ from fsd_inference.model.inputs import sample_input_path
 from fsd_inference.model.network import Network
 from fsd_inference.model.reference import infer
 from fsd_inference.model.tsv import read_input
+from fsd_inference.storage import S3Storage, Storage
 
 LoadEvent = Callable[[str], dict[str, Any]]
 
@@ -67,7 +67,7 @@ def aws(tmp_path_factory: pytest.TempPathFactory, small_network: Network
         assert config.bucket
         bundle = scratch / "net.fsdm"
         save_network(small_network, bundle)
-        storage = Storage(config.bucket, s3_client(config))
+        storage = S3Storage(config.bucket, s3_client(config))
         storage.put_file("models/radixnet-1024x6-seed3.fsdm", bundle)
         storage.put_file("inputs/mnist-1024-first10k.tsv.gz", sample_input_path())
         yield config
@@ -76,7 +76,7 @@ def aws(tmp_path_factory: pytest.TempPathFactory, small_network: Network
 @pytest.fixture
 def storage(aws: AwsConfig) -> Storage:
     assert aws.bucket
-    return Storage(aws.bucket, s3_client(aws))
+    return S3Storage(aws.bucket, s3_client(aws))
 
 
 def run_block(state: dict[str, Any], context: Context | None = None) -> list[Any]:

@@ -28,7 +28,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from fsd_inference.cloud.stack import StackOutputs, stack_outputs, stepfunctions_client
-from fsd_inference.cloud.storage import Storage, storage_for
 from fsd_inference.cloud.timeline import Timeline, execution_history, read_timeline
 from fsd_inference.config import AwsConfig, cache_dir
 from fsd_inference.constants import DEFAULT_DTYPE
@@ -38,6 +37,7 @@ from fsd_inference.model.load import load_model
 from fsd_inference.model.network import Network
 from fsd_inference.model.reference import infer
 from fsd_inference.model.tsv import read_categories, read_input, write_categories
+from fsd_inference.storage import Storage, storage_for
 
 LOCAL_STACK = "fsd-local"
 POLL_S = 1.0
@@ -73,6 +73,10 @@ class RunOptions:
     bias: float | None = None
     poll_s: float = POLL_S
     execution_name: str | None = None
+    strategy: str | None = None  # None: the request's default
+    stages: int | None = None
+    groups: int | None = None
+    microbatches: int | None = None
 
     def request(self, model_key: str, input_key: str) -> dict[str, Any]:
         """The execution's input (cloud/plan_step.py's request); None fields left out."""
@@ -81,7 +85,8 @@ class RunOptions:
             "channel": self.channel, "partition": self.partition, "seed": self.seed,
             "dtype": self.dtype, "layers_per_block": self.layers_per_block,
             "message_limit": self.message_limit, "receive_timeout_s": self.receive_timeout_s,
-            "rows": self.rows,
+            "rows": self.rows, "strategy": self.strategy, "stages": self.stages,
+            "groups": self.groups, "microbatches": self.microbatches,
         }
         return {k: v for k, v in request.items() if v is not None}
 

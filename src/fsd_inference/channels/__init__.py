@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fsd_inference.channels.base import Channel, ChannelConfig, ChannelError, Transport
 from fsd_inference.channels.memory import MemoryTransport
+from fsd_inference.channels.null import NullTransport
 from fsd_inference.channels.s3 import ObjectTransport
 from fsd_inference.channels.sqs import QueueTransport
 from fsd_inference.exceptions import ConfigError
@@ -12,10 +13,13 @@ TRANSPORTS: dict[str, type[Transport]] = {
     MemoryTransport.name: MemoryTransport,
     QueueTransport.name: QueueTransport,
     ObjectTransport.name: ObjectTransport,
+    NullTransport.name: NullTransport,
 }
 
 # Channels that talk to AWS (or the embedded emulator fsd infer starts when none is set up).
 AWS_TRANSPORTS = frozenset({QueueTransport.name, ObjectTransport.name})
+# What a run whose tasks never exchange anything uses, whatever was asked for.
+NO_EXCHANGE = NullTransport.name
 
 
 def transport_class(name: str) -> type[Transport]:
@@ -27,5 +31,5 @@ def transport_class(name: str) -> type[Transport]:
         ) from None
 
 
-__all__ = ["AWS_TRANSPORTS", "TRANSPORTS", "Channel", "ChannelConfig", "ChannelError",
-           "Transport", "transport_class"]
+__all__ = ["AWS_TRANSPORTS", "NO_EXCHANGE", "TRANSPORTS", "Channel", "ChannelConfig",
+           "ChannelError", "Transport", "transport_class"]

@@ -23,8 +23,13 @@ triples: 135.6 MB for the same blocks.
 The body is zstd-compressed, then cut into chunks of at most ``max_chunk`` bytes; each
 chunk becomes one frame with a fixed header:
 
-    magic "FSD1" | u8 flags | u8 exec-id length | exec id | u32 layer | u32 source |
-    u32 target | u32 chunk | u32 chunks | u32 payload length | u32 crc32
+    magic "FSD2" | u8 flags | u8 exec-id length | exec id | u32 layer | u32 part |
+    u32 source | u32 target | u32 chunk | u32 chunks | u32 payload length | u32 crc32
+
+``part`` numbers the row slices a layer's exchange is split into (the micro-batches of a
+pipeline, the row chunks of an overlapped worker; 0 when the rows travel whole): a block
+is addressed by its *step* ``(layer, part)``, and every channel buffers and matches by
+step and source.
 
 so a corrupt or truncated frame is detected before anything is decoded. The CRC covers
 every byte of the frame but its own four (header and payload), so a flipped layer or
@@ -49,9 +54,9 @@ import zstandard
 
 from fsd_inference.exceptions import FsdError
 
-MAGIC = b"FSD1"
+MAGIC = b"FSD2"
 _FIXED = struct.Struct("<4sBB")
-_TAIL = struct.Struct("<IIIIII")  # layer, source, target, chunk, chunks, payload length
+_TAIL = struct.Struct("<IIIIIII")  # layer, part, source, target, chunk, chunks, length
 _CRC = struct.Struct("<I")  # crc32 of the whole frame but these 4 bytes
 _BODY_HEAD = struct.Struct("<IIIB")
 DTYPE_CODES: dict[np.dtype[Any], int] = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}
@@ -89,6 +94,7 @@ class Block:
 class FrameHeader:
     execution: str
     layer: int
+    part: int
     source: int
     target: int
     chunk: int
@@ -97,8 +103,12 @@ class FrameHeader:
     checksum: int
 
     @property
-    def message_key(self) -> tuple[int, int]:
-        return (self.layer, self.source)
+    def step(self) -> tuple[int, int]:
+        return (self.layer, self.part)
+
+    @property
+    def message_key(self) -> tuple[int, int, int]:
+        return (self.layer, self.part, self.source)
 
 
 def _narrow(values: np.ndarray) -> np.ndarray:
@@ -249,7 +259,7 @@ def decode_body(body: bytes) -> Block:
 
 
 def encode_frames(execution: str, layer: int, source: int, target: int, body: bytes,
-                  max_chunk: int) -> list[bytes]:
+                  max_chunk: int, part: int = 0) -> list[bytes]:
     """Cut ``body`` into frames whose total size (header included) fits ``max_chunk``."""
     exec_id = execution.encode()
     if len(exec_id) > MAX_EXECUTION_ID:
@@ -262,7 +272,7 @@ def encode_frames(execution: str, layer: int, source: int, target: int, body: by
     frames = []
     for index, piece in enumerate(pieces):
         head = _FIXED.pack(MAGIC, 0, len(exec_id)) + exec_id + _TAIL.pack(
-            layer, source, target, index, len(pieces), len(piece))
+            layer, part, source, target, index, len(pieces), len(piece))
         crc = zlib.crc32(piece, zlib.crc32(head))  # header and payload, see module doc
         frames.append(head + _CRC.pack(crc) + piece)
     return frames
@@ -284,11 +294,13 @@ def decode_frame(frame: bytes) -> tuple[FrameHeader, bytes]:
     if len(frame) < crc_at + _CRC.size:
         raise FrameError("truncated frame header")
     execution = frame[_FIXED.size:start].decode(errors="replace")
-    layer, source, target, chunk, chunks, length = _TAIL.unpack_from(frame, start)
+    layer, part, source, target, chunk, chunks, length = _TAIL.unpack_from(frame, start)
     (checksum,) = _CRC.unpack_from(frame, crc_at)
     payload = frame[crc_at + _CRC.size:]
-    header = FrameHeader(execution, layer, source, target, chunk, chunks, length, checksum)
-    where = f"frame layer {layer} from {source} to {target} chunk {chunk + 1}/{chunks}"
+    header = FrameHeader(execution, layer, part, source, target, chunk, chunks, length,
+                         checksum)
+    where = (f"frame layer {layer} part {part} from {source} to {target} "
+             f"chunk {chunk + 1}/{chunks}")
     if len(payload) != length:
         raise FrameError(f"{where}: payload is {len(payload)} bytes, header says {length}")
     if zlib.crc32(payload, zlib.crc32(frame[:crc_at])) != checksum:

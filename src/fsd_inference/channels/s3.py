@@ -3,10 +3,11 @@
 Key layout, all under the execution's scratch prefix (so one paginated delete at
 teardown removes everything an execution wrote, spilled queue payloads included)::
 
-    scratch/{execution}/t{target}/l{layer:05d}/s{source}-c{chunk}
+    scratch/{execution}/t{target}/l{layer:05d}-p{part:04d}/s{source}-c{chunk}
 
-Target first: a worker's whole inbox is one prefix, and zero-padded layers list in
-order, so a receiver that was not told what to expect can still LIST its inbox.
+Target first: a worker's whole inbox is one prefix, and each step (layer, part: see
+channels/codec.py) is one folder of it, so a receiver that was not told what to expect
+can still LIST its inbox.
 
 One object per block: the base Channel's chunking is switched off (S3 has no size limit
 worth chunking for, and every PUT is billed), so ``chunk`` is 0 unless a caller hands
@@ -69,16 +70,21 @@ def inbox_prefix(execution: str, target: int) -> str:
     return f"{scratch_prefix(execution)}t{target}/"
 
 
-def layer_prefix(execution: str, layer: int, target: int) -> str:
-    return f"{inbox_prefix(execution, target)}l{layer:05d}/"
+Step = tuple[int, int]  # (layer, part)
 
 
-def key_layer(key: str) -> int:
-    return int(key.rsplit("/", 2)[-2][1:])
+def step_prefix(execution: str, step: Step, target: int) -> str:
+    layer, part = step
+    return f"{inbox_prefix(execution, target)}l{layer:05d}-p{part:04d}/"
 
 
-def object_key(execution: str, layer: int, target: int, source: int, chunk: int) -> str:
-    return f"{layer_prefix(execution, layer, target)}s{source}-c{chunk}"
+def key_step(key: str) -> Step:
+    layer, part = key.rsplit("/", 2)[-2].split("-")
+    return int(layer[1:]), int(part[1:])
+
+
+def object_key(execution: str, step: Step, target: int, source: int, chunk: int) -> str:
+    return f"{step_prefix(execution, step, target)}s{source}-c{chunk}"
 
 
 def require_bucket(aws: AwsConfig, purpose: str) -> str:
@@ -157,10 +163,12 @@ class ObjectChannel(Channel):
         self._s3 = s3 or s3_client(config.aws, self.metrics)
         self._outbox = Outbox(send_threads, f"fsd-object-w{worker}")
         self._fetcher = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fsd-fetch")
-        self._layer = 0
+        self._layer = 0  # of the awaited step, for errors
+        self._step: Step = (0, 0)
         self._sources: frozenset[int] = frozenset()
-        self._fetched: dict[int, set[str]] = {}  # layer -> keys already read
-        self._chunk_counts: dict[tuple[int, int], int] = {}  # (layer, source) -> chunk count
+        self._fetched: dict[Step, set[str]] = {}  # step -> keys already read
+        # (layer, part, source) -> chunk count
+        self._chunk_counts: dict[tuple[int, int, int], int] = {}
         self._empty_polls = 0
 
     # ------------------------------------------------------------------ sending
@@ -168,7 +176,8 @@ class ObjectChannel(Channel):
     def _put(self, target: int, frames: list[bytes]) -> None:
         for frame in frames:
             header, _ = decode_frame(frame)
-            key = object_key(self.execution, header.layer, target, header.source, header.chunk)
+            key = object_key(self.execution, header.step, target, header.source,
+                             header.chunk)
             self._outbox.submit(self._put_object, header.layer, key, frame)
 
     def _put_object(self, layer: int, key: str, frame: bytes) -> None:
@@ -189,19 +198,19 @@ class ObjectChannel(Channel):
 
     # ------------------------------------------------------------------ receiving
 
-    def receive(self, layer: int, sources: Iterable[int], timeout: float | None = None
-                ) -> dict[int, Block]:
+    def receive(self, layer: int, sources: Iterable[int], timeout: float | None = None,
+                part: int = 0) -> dict[int, Block]:
         wanted = frozenset(sources)
-        self.expect(layer, wanted)
-        return super().receive(layer, wanted, timeout)
+        self.expect(layer, wanted, part)
+        blocks = super().receive(layer, wanted, timeout, part)
+        self._fetched.pop((layer, part), None)  # that step is complete: forget its keys
+        return blocks
 
-    def expect(self, layer: int, sources: Iterable[int]) -> None:
-        """Name the layer and sources ``_get`` looks for (``receive`` does this)."""
-        if layer != self._layer:
+    def expect(self, layer: int, sources: Iterable[int], part: int = 0) -> None:
+        """Name the step and sources ``_get`` looks for (``receive`` does this)."""
+        if (layer, part) != self._step:
             self._empty_polls = 0
-            for old in [k for k in self._fetched if k < layer]:
-                del self._fetched[old]
-        self._layer, self._sources = layer, frozenset(sources)
+        self._layer, self._step, self._sources = layer, (layer, part), frozenset(sources)
 
     def _get(self, timeout: float) -> list[bytes]:
         deadline = time.monotonic() + timeout
@@ -221,12 +230,12 @@ class ObjectChannel(Channel):
     def _wanted_keys(self) -> list[str]:
         """Keys of the awaited layer still to read: chunk 0 of every source not yet seen,
         the remaining chunks of a source whose chunk count a first frame told us."""
-        fetched = self._fetched.setdefault(self._layer, set())
+        fetched = self._fetched.setdefault(self._step, set())
         keys = []
         for source in sorted(self._sources):
-            count = self._chunk_counts.get((self._layer, source), 1)
+            count = self._chunk_counts.get((*self._step, source), 1)
             for chunk in range(count):
-                key = object_key(self.execution, self._layer, self.worker, source, chunk)
+                key = object_key(self.execution, self._step, self.worker, source, chunk)
                 if key not in fetched:
                     keys.append(key)
         return keys
@@ -237,19 +246,19 @@ class ObjectChannel(Channel):
             # list the whole inbox and read whatever is new.
             present = self._list(inbox_prefix(self.execution, self.worker))
             wanted = sorted(k for k in present
-                            if k not in self._fetched.get(key_layer(k), set()))
+                            if k not in self._fetched.get(key_step(k), set()))
         else:
             wanted = self._wanted_keys()
             use_list = self.discovery == "list" or (
                 self.discovery == "auto" and len(wanted) > LIST_BREAK_EVEN)
             if wanted and use_list:
-                present = self._list(layer_prefix(self.execution, self._layer, self.worker))
+                present = self._list(step_prefix(self.execution, self._step, self.worker))
                 wanted = [key for key in wanted if key in present]
         frames = []
         for key, frame in zip(wanted, self._fetcher.map(self._fetch, wanted), strict=True):
             if frame is None:
                 continue
-            self._fetched.setdefault(key_layer(key), set()).add(key)
+            self._fetched.setdefault(key_step(key), set()).add(key)
             frames.append(frame)
             self._note_chunks(frame)
         return frames
@@ -260,7 +269,7 @@ class ObjectChannel(Channel):
         except FrameError:
             return  # the base class rejects it, naming worker and layer
         if header.chunks > 1:
-            self._chunk_counts[(header.layer, header.source)] = header.chunks
+            self._chunk_counts[header.message_key] = header.chunks
 
     def _list(self, prefix: str) -> set[str]:
         keys: set[str] = set()

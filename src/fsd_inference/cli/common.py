@@ -35,6 +35,21 @@ def add_compute_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
+def add_strategy_options(parser: argparse.ArgumentParser, default: str) -> None:
+    """How to distribute (strategy/compile.py); ``--workers`` counts the tasks."""
+    from fsd_inference.strategy import STRATEGIES
+
+    parser.add_argument("--strategy", default=default, choices=STRATEGIES,
+                        help=f"neuron: split every layer, exchange every layer; data: split "
+                             f"the rows, no exchange; pipeline: stages of layers streaming "
+                             f"micro-batches; hybrid: combinations (default {default})")
+    parser.add_argument("--stages", type=arguments.positive_int,
+                        help="pipeline stages (pipeline, hybrid)")
+    parser.add_argument("--groups", type=arguments.positive_int, help="row groups (hybrid)")
+    parser.add_argument("--microbatches", type=arguments.positive_int,
+                        help="row slices streamed through the stages (default 4 per stage)")
+
+
 def check_expected(categories: np.ndarray, expected_path: str | None) -> int:
     """0 when ``categories`` equal the file's (or no file), else EXIT_MISMATCH."""
     if not expected_path:

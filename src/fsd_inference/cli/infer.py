@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from fsd_inference.channels import AWS_TRANSPORTS, TRANSPORTS, ChannelConfig
+from fsd_inference.app.infer import InferOptions, infer_files
+from fsd_inference.channels import AWS_TRANSPORTS, NO_EXCHANGE, TRANSPORTS, ChannelConfig
 from fsd_inference.cli import arguments
 from fsd_inference.cli.common import (
     add_compute_options,
     add_model_options,
+    add_strategy_options,
     check_expected,
     say,
     write_json,
 )
 from fsd_inference.config import AwsConfig
 from fsd_inference.local import aws_for_run
-from fsd_inference.model.load import load_model
-from fsd_inference.model.tsv import read_input, write_categories
+from fsd_inference.model.tsv import write_categories
 from fsd_inference.partition import PARTITIONERS
 from fsd_inference.progress import Progress
-from fsd_inference.runner import InferOptions, run_inference
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -29,33 +30,38 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _infer(args: argparse.Namespace, aws: AwsConfig) -> int:
-    network = load_model(args.model, bias=args.bias)
-    inputs = read_input(args.input, neurons=network.neurons, dtype=args.dtype)
     options = InferOptions(
         workers=args.workers, channel=args.channel, partition=args.partition, seed=args.seed,
-        dtype=args.dtype,
+        dtype=args.dtype, strategy=args.strategy, stages=args.stages, groups=args.groups,
+        microbatches=args.microbatches, layers_per_block=args.layers_per_block,
+        bias=args.bias,
         config=ChannelConfig(max_message_bytes=args.message_limit,
                              receive_timeout_s=args.timeout, aws=aws),
     )
-    say(f"{args.workers} workers over the {args.channel} channel, {args.partition} partition")
+    say(f"{args.workers} task(s), {args.strategy} strategy, {args.channel} channel, "
+        f"{args.partition} partition")
     started = time.perf_counter()
-    result = run_inference(network, inputs, options, Progress("layers", quiet=args.quiet))
+    result = infer_files(Path(args.model), Path(args.input), options,
+                         Progress("steps", quiet=args.quiet))
     seconds = time.perf_counter() - started
     write_categories(result.categories, args.out)
-    totals = result.metrics_document()["summary"]["totals"]
+    document = result.metrics_document()
+    totals, plan, run = document["summary"]["totals"], document["plan"], result.run
     print(
-        f"categories: {len(result.categories):,} of {inputs.shape[0]:,} inputs | "
-        f"{network.neurons} neurons x {network.depth} layers, {args.dtype} | {seconds:.2f} s | "
-        f"{inputs.shape[0] * network.edges / seconds:.3e} edges/s"
+        f"categories: {len(result.categories):,} of {run.batch:,} inputs | "
+        f"{run.neurons} neurons x {run.depth} layers, {args.dtype} | {seconds:.2f} s | "
+        f"{run.batch * plan['edges'] / seconds:.3e} edges/s"
     )
+    print(f"shape: {run.shape.describe()}")
     print(
-        f"traffic: {int(result.plan.copies.sum()):,} neuron copies needed, "
-        f"{result.plan.total_neurons:,} sent (twins once), "
-        f"{int(totals['bytes_sent']):,} bytes in {int(totals['messages_sent']):,} messages "
-        f"({int(totals['frames_sent']):,} frames)"
+        f"traffic: {plan['neuron_copies_total']:,} neuron copies needed, "
+        f"{plan['neurons_sent_total']:,} sent (twins once), "
+        f"{int(totals.get('bytes_sent', 0)):,} bytes in "
+        f"{int(totals.get('messages_sent', 0)):,} messages "
+        f"({int(totals.get('frames_sent', 0)):,} frames)"
     )
     print("phases: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in result.phases.items()))
-    write_json(result.metrics_document(), args.metrics)
+    write_json(document, args.metrics)
     return check_expected(result.categories, args.expect)
 
 
@@ -64,8 +70,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_model_options(inf)
     inf.add_argument("--input", required=True, help="input TSV (optionally .gz)")
     inf.add_argument("--workers", type=arguments.local_workers, required=True,
-                     help="number of workers P")
-    inf.add_argument("--channel", default="memory", choices=sorted(TRANSPORTS),
+                     help="number of tasks (worker processes; Lambda functions on AWS)")
+    add_strategy_options(inf, "neuron")
+    inf.add_argument("--layers-per-block", type=arguments.layers,
+                     help="layers per task process between checkpoints (default: all)")
+    inf.add_argument("--channel", default="memory",
+                     choices=sorted(set(TRANSPORTS) - {NO_EXCHANGE}),
                      help="communication channel (default memory)")
     inf.add_argument("--partition", default="hypergraph", choices=sorted(PARTITIONERS),
                      help="partitioner (default hypergraph)")

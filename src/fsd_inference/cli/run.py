@@ -7,7 +7,12 @@ from pathlib import Path
 
 from fsd_inference.channels import AWS_TRANSPORTS
 from fsd_inference.cli import arguments
-from fsd_inference.cli.common import add_compute_options, add_model_options, say
+from fsd_inference.cli.common import (
+    add_compute_options,
+    add_model_options,
+    add_strategy_options,
+    say,
+)
 from fsd_inference.config import AwsConfig, cache_dir
 from fsd_inference.model.binary import SUFFIX, save_network
 from fsd_inference.model.generate import GeneratorParams, generate
@@ -42,7 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers, channel=args.channel, partition=args.partition, seed=args.seed,
         dtype=args.dtype, layers_per_block=args.layers_per_block,
         message_limit=args.message_limit, receive_timeout_s=args.timeout, rows=args.rows,
-        bias=args.bias)
+        bias=args.bias, strategy=args.strategy, stages=args.stages, groups=args.groups,
+        microbatches=args.microbatches)
     out = Path(args.out) if args.out else cache_dir() / "categories.txt"
     return run_and_report(options, out, Path(args.metrics) if args.metrics else None,
                           stack=args.stack, aws=aws, quiet=args.quiet)
@@ -60,7 +66,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--input", help="input TSV (default: the shipped MNIST sample)")
     run.add_argument("--rows", type=arguments.positive_int, help="use only the first ROWS inputs")
     run.add_argument("--workers", type=arguments.cloud_workers, default=8,
-                     help="number of workers P (default 8)")
+                     help="number of tasks: Lambda workers per block (default 8)")
+    add_strategy_options(run, "neuron")
     run.add_argument("--channel", default="queue", choices=sorted(AWS_TRANSPORTS),
                      help="communication channel (default queue)")
     run.add_argument("--partition", default="hypergraph", choices=sorted(PARTITIONERS),

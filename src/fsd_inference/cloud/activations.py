@@ -1,4 +1,4 @@
-"""Activation bundles: a worker's columns of Y_l between invocations, and their merge.
+"""Activation bundles: a worker's columns of Y_l between invocations.
 
 Input slices (Y_0) and block checkpoints share one format, the project's ``.fsdm``
 bundle: ``y`` (batch x owned columns, CSR) plus ``columns``, the global neuron ids of
@@ -16,9 +16,8 @@ import scipy.sparse as sp
 from fsd_inference.exceptions import InputFormatError
 from fsd_inference.model.binary import pack_csr, read_bundle, unpack_csr, write_bundle
 from fsd_inference.model.validate import MAX_DIMENSION, check_csr, check_index_vector
-from fsd_inference.worker import merge_columns
 
-__all__ = ["merge_columns", "read_activations", "write_activations"]
+__all__ = ["read_activations", "write_activations"]
 
 
 def write_activations(path: Path, y: sp.csr_matrix, columns: np.ndarray,

@@ -30,14 +30,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fsd_inference.channels import ChannelConfig, Transport
+from fsd_inference.channels import NO_EXCHANGE, ChannelConfig, Transport
 from fsd_inference.channels import transport_class as default_transport_class
 from fsd_inference.channels.s3 import scratch_prefix
 from fsd_inference.cloud.layout import RunLayout, run_id
 from fsd_inference.cloud.run import RunInfo
 from fsd_inference.cloud.settings import CloudSettings
-from fsd_inference.cloud.storage import Storage, storage_for
 from fsd_inference.exceptions import FsdError
+from fsd_inference.storage import Storage, storage_for
 
 CAUSE_LIMIT = 32_000  # a Fail state's Cause holds at most 32,768 characters
 ATTEMPTS = 4  # per cleanup step; waits of 0.5, 1, 2 s between them
@@ -145,21 +145,22 @@ def cleanup_step(execution_name: str, error: Any = None,
 
     transport = "no manifest: the plan created no channel"
     if run is not None:
-        factory = transport_factory or default_transport_class(run.channel)
+        factory = (default_transport_class(run.channel) if run.channel == NO_EXCHANGE
+                   else transport_factory or default_transport_class(run.channel))
         channel = factory(run.execution, run.workers, run.channel_config(settings.aws))
         step(f"tearing down the {run.channel} channel", channel.teardown)
         transport = f"{run.channel} channel torn down ({run.workers} workers)"
     prefixes = (scratch_prefix(execution), layout.prefix)
     deleted = 0
     for prefix in prefixes:
-        deleted += step(f"deleting s3://{storage.bucket}/{prefix}",
+        deleted += step(f"deleting {storage.uri(prefix)}",
                         partial(storage.delete_prefix, prefix, keep=layout.manifest))
     if problems:
         raise CleanupError(f"execution {execution}: " + "; ".join(problems) +
                            f" (the manifest {layout.manifest} is kept: run the cleanup again)")
     step(f"deleting the manifest {layout.manifest}", lambda: storage.delete(layout.manifest))
     for prefix in prefixes:  # what stragglers wrote before they saw the manifest go
-        deleted += step(f"deleting s3://{storage.bucket}/{prefix}",
+        deleted += step(f"deleting {storage.uri(prefix)}",
                         partial(storage.delete_prefix, prefix))
     if problems:
         raise CleanupError(f"execution {execution}: " + "; ".join(problems))

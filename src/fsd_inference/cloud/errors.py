@@ -9,6 +9,10 @@ name the ASL mentions is a class here): rename one and the ASL must follow.
 from __future__ import annotations
 
 from fsd_inference.exceptions import ConfigError, FsdError
+from fsd_inference.storage.base import StorageError
+
+__all__ = ["BlockDeadlineError", "RequestError", "RetryableBlockError", "RunCancelled",
+           "StorageError"]
 
 
 class RequestError(ConfigError):
@@ -17,15 +21,6 @@ class RequestError(ConfigError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"request field {field!r}: {message}")
-
-
-class StorageError(FsdError):
-    """An S3 object the run needs is missing or unreadable; names bucket and key."""
-
-    def __init__(self, bucket: str, key: str, message: str) -> None:
-        self.bucket = bucket
-        self.key = key
-        super().__init__(f"s3://{bucket}/{key}: {message}")
 
 
 class RetryableBlockError(FsdError):

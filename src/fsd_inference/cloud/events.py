@@ -12,8 +12,18 @@ from typing import Annotated, Any
 
 import msgspec
 
+from fsd_inference.channels import AWS_TRANSPORTS, NO_EXCHANGE
 from fsd_inference.cloud.run import RunInfo
 from fsd_inference.cloud.schema import MAX_WORKERS, ExecutionName, Index
+
+# What connects Lambda functions (the memory channel only connects local processes).
+LAMBDA_CHANNELS = sorted(AWS_TRANSPORTS | {NO_EXCHANGE})
+
+
+def _lambda_channel(run: RunInfo) -> None:
+    if run.channel not in LAMBDA_CHANNELS:
+        raise ValueError(f"run.channel must be one of {LAMBDA_CHANNELS} in a Lambda "
+                         f"function, not {run.channel!r}")
 
 
 class PlanEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -32,6 +42,7 @@ class WorkerEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     worker: Annotated[int, msgspec.Meta(ge=0, le=MAX_WORKERS - 1)]
 
     def __post_init__(self) -> None:
+        _lambda_channel(self.run)
         if self.worker >= self.run.workers:
             raise ValueError(f"worker {self.worker} is outside 0..{self.run.workers - 1}")
         if self.block >= self.run.blocks:
@@ -40,6 +51,9 @@ class WorkerEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class GatherEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     run: RunInfo
+
+    def __post_init__(self) -> None:
+        _lambda_channel(self.run)
 
 
 class CleanupEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -19,19 +19,20 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from fsd_inference.cloud.activations import merge_columns, read_activations
+from fsd_inference.cloud.activations import read_activations
 from fsd_inference.cloud.errors import StorageError
 from fsd_inference.cloud.history import state_transitions
 from fsd_inference.cloud.plan_step import invocation
 from fsd_inference.cloud.run import RunInfo
 from fsd_inference.cloud.schema import check_bucket
 from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
-from fsd_inference.cloud.storage import Storage, storage_for
 from fsd_inference.cost import estimate_cost
 from fsd_inference.exceptions import InputFormatError
 from fsd_inference.metrics import LayerMetrics, WorkerMetrics, summarize
 from fsd_inference.model.reference import categories_of
 from fsd_inference.model.tsv import read_categories, write_categories
+from fsd_inference.storage import Storage, storage_for
+from fsd_inference.worker import assemble
 
 DOWNLOAD_THREADS = 8
 
@@ -61,18 +62,25 @@ def merge_worker_metrics(parts: list[WorkerMetrics]) -> WorkerMetrics:
     return merged
 
 
-def _final_activations(storage: Storage, run: RunInfo, directory: Path) -> sp.csr_matrix:
+def final_activations(storage: Storage, run: RunInfo, directory: Path) -> sp.csr_matrix:
+    """Y_L of the whole batch from the checkpoints of the last block's last-stage tasks:
+    each holds its group's rows and its columns."""
     last_block = run.blocks - 1
+    shape = run.shape
+    tasks = [g * shape.width + slot for g in range(shape.groups)
+             for slot in shape.last_slots()]
 
-    def fetch(p: int) -> tuple[np.ndarray, sp.csr_matrix]:
-        path = storage.get_file(run.layout.checkpoint(last_block, p), directory / f"w{p}.fsdm")
+    def fetch(task: int) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
+        path = storage.get_file(run.layout.checkpoint(last_block, task),
+                                directory / f"w{task}.fsdm")
         _, columns, y = read_activations(path, run.dtype)
         path.unlink()
-        return columns, y
+        r0, _ = shape.group_rows(shape.task(task).group, run.batch)
+        return np.arange(r0, r0 + y.shape[0]), columns, y
 
-    with ThreadPoolExecutor(min(DOWNLOAD_THREADS, run.workers)) as pool:
-        parts = list(pool.map(fetch, range(run.workers)))
-    return merge_columns(run.batch, run.neurons, parts, run.dtype)
+    with ThreadPoolExecutor(min(DOWNLOAD_THREADS, len(tasks))) as pool:
+        pieces = list(pool.map(fetch, tasks))
+    return assemble(run.batch, run.neurons, pieces).astype(run.dtype)
 
 
 def _block_documents(storage: Storage, run: RunInfo) -> list[dict[str, Any]]:
@@ -102,6 +110,7 @@ def metrics_document(run: RunInfo, manifest: dict[str, Any], blocks: list[dict[s
         "execution": run.execution,
         "workers": run.workers,
         "channel": run.channel,
+        "shape": run.shape.to_dict(),
         "map": run.map,
         "blocks": run.blocks,
         "layers_per_block": run.layers_per_block,
@@ -132,7 +141,7 @@ def gather_step(run: RunInfo, settings: CloudSettings | None = None,
     manifest = storage.get_json(layout.manifest)
     with tempfile.TemporaryDirectory(prefix="fsd-gather-", dir=settings.scratch_dir) as tmp:
         directory = Path(tmp)
-        activations = _final_activations(storage, run, directory)
+        activations = final_activations(storage, run, directory)
         categories = categories_of(activations)
         write_categories(categories, directory / "categories.txt")
         storage.put_file(layout.categories, directory / "categories.txt")
@@ -155,8 +164,8 @@ def gather_step(run: RunInfo, settings: CloudSettings | None = None,
         "categories": int(categories.size),
         "inputs": run.batch,
         "expected_match": match,
-        "categories_uri": f"s3://{storage.bucket}/{layout.categories}",
-        "metrics_uri": f"s3://{storage.bucket}/{layout.metrics_document}",
+        "categories_uri": storage.uri(layout.categories),
+        "metrics_uri": storage.uri(layout.metrics_document),
         "cost_usd": document["cost"]["total_usd"],
     }
 

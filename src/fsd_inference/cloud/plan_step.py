@@ -6,7 +6,12 @@ Input (the execution's input, as ``request``; the execution name from the contex
      "input": "inputs/mnist.tsv.gz",                    row<TAB>col<TAB>value, 1-based
      "workers": 8, "channel": "queue", "partition": "hypergraph", "seed": 0,
      "dtype": "float64", "message_limit": 1048576, "receive_timeout_s": 120,
-     "layers_per_block": 20, "bias": null, "rows": null, "expect": null}
+     "layers_per_block": 20, "bias": null, "rows": null, "expect": null,
+     "strategy": "neuron", "stages": null, "groups": null, "microbatches": null}
+
+``strategy`` (neuron, data, pipeline, hybrid) with ``stages`` / ``groups`` /
+``microbatches`` compiles to the run's shape (strategy/compile.py); ``workers`` is the
+number of tasks, i.e. Lambda functions per block.
 
 Everything but model, input and workers has a default (cloud.settings). Output: the
 small state the rest of the machine carries (``run``), the Map's items (worker ids)
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
@@ -30,7 +35,13 @@ import numpy as np
 import scipy.sparse as sp
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fsd_inference.channels import AWS_TRANSPORTS, ChannelConfig, Transport
+from fsd_inference.channels import (
+    AWS_TRANSPORTS,
+    NO_EXCHANGE,
+    TRANSPORTS,
+    ChannelConfig,
+    Transport,
+)
 from fsd_inference.channels import transport_class as default_transport_class
 from fsd_inference.cloud.activations import write_activations
 from fsd_inference.cloud.errors import RequestError
@@ -57,9 +68,8 @@ from fsd_inference.cloud.schema import (
     to_builtins,
 )
 from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
-from fsd_inference.cloud.storage import Storage, storage_for
 from fsd_inference.constants import DEFAULT_DTYPE, DTYPES
-from fsd_inference.exceptions import FsdError
+from fsd_inference.exceptions import ConfigError, FsdError
 from fsd_inference.metrics import WorkerMetrics
 from fsd_inference.model.binary import SUFFIX, save_network
 from fsd_inference.model.load import load_model
@@ -67,10 +77,14 @@ from fsd_inference.model.network import Network
 from fsd_inference.model.tsv import LAYER_FILE, read_input
 from fsd_inference.partition import PARTITIONERS
 from fsd_inference.partition.cache import cache_path, ownership
-from fsd_inference.partition.plan import CommPlan, build_plan, save_shard
+from fsd_inference.partition.plan import WorkerShard, build_plan, save_shard
+from fsd_inference.storage import Storage, storage_for
+from fsd_inference.strategy import STRATEGIES, Shape, compile_shape, shape_owners
 
 DEFAULT_RECEIVE_TIMEOUT_S = 120.0
 UPLOAD_THREADS = 8
+DEFAULT_STRATEGY = "neuron"
+RUNTIME_RESERVE_MB = 300  # Python, numpy, scipy, boto3 and the channel's buffers
 
 TransportFactory = Callable[[str, int, ChannelConfig], Transport]
 
@@ -91,6 +105,10 @@ class RequestSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bias: float | None = None
     rows: Count | None = None
     expect: str | None = None
+    strategy: str | None = None  # None: DEFAULT_STRATEGY
+    stages: Workers | None = None
+    groups: Workers | None = None
+    microbatches: Count | None = None
 
     def __post_init__(self) -> None:
         require_finite("bias", self.bias)
@@ -112,6 +130,10 @@ class PlanRequest(msgspec.Struct, frozen=True):
     bias: float | None
     rows: int | None
     expect: str | None
+    strategy: str = "neuron"
+    stages: int | None = None
+    groups: int | None = None
+    microbatches: int | None = None
 
 
 def _key(name: str, value: str | None, bucket: str) -> str | None:
@@ -132,16 +154,24 @@ def _key(name: str, value: str | None, bucket: str) -> str | None:
                                  f"no '.' or '..' segments), got {value!r}") from exc
 
 
-def parse_request(data: Any, settings: CloudSettings) -> PlanRequest:
-    """A validated request with defaults filled in; RequestError names the bad field."""
+def parse_request(data: Any, settings: CloudSettings,
+                  channels: Collection[str] = AWS_TRANSPORTS) -> PlanRequest:
+    """A validated request with defaults filled in; RequestError names the bad field.
+
+    ``channels``: those the tasks can use (Lambda functions: the AWS ones; local
+    processes also the memory channel)."""
     if not isinstance(data, dict):
         raise RequestError("request", f"must be a JSON object, got {type(data).__name__}")
     spec = load(RequestSpec, data, "the request", RequestError)
     bucket = settings.bucket
     channel = spec.channel or settings.channel
-    if channel not in AWS_TRANSPORTS:
-        raise RequestError("channel", f"{channel!r} cannot connect Lambda functions; choose "
-                                      f"one of {', '.join(sorted(AWS_TRANSPORTS))}")
+    if channel not in TRANSPORTS or channel not in channels or channel == NO_EXCHANGE:
+        raise RequestError("channel", f"{channel!r} cannot connect these tasks; choose "
+                                      f"one of {', '.join(sorted(channels))}")
+    strategy = spec.strategy or DEFAULT_STRATEGY
+    if strategy not in STRATEGIES:
+        raise RequestError("strategy", f"unknown strategy {strategy!r}; choose one of "
+                                       f"{', '.join(STRATEGIES)}")
     partition = spec.partition or settings.partition
     if partition not in PARTITIONERS:
         raise RequestError("partition", f"unknown partitioner {partition!r}; choose one of "
@@ -161,7 +191,8 @@ def parse_request(data: Any, settings: CloudSettings) -> PlanRequest:
         message_limit=spec.message_limit or settings.message_limit,
         receive_timeout_s=float(spec.receive_timeout_s),
         layers_per_block=spec.layers_per_block, bias=spec.bias, rows=spec.rows,
-        expect=_key("expect", spec.expect, bucket),
+        expect=_key("expect", spec.expect, bucket), strategy=strategy,
+        stages=spec.stages, groups=spec.groups, microbatches=spec.microbatches,
     )
 
 
@@ -170,27 +201,36 @@ def map_mode(workers: int, settings: CloudSettings) -> MapMode:
 
 
 def choose_layers_per_block(request: PlanRequest, depth: int, mode: MapMode,
-                            settings: CloudSettings) -> tuple[int, list[str]]:
+                            settings: CloudSettings, shape: Shape) -> tuple[int, list[str]]:
     """Layers per block within the history budget: a requested value is honoured or
-    refused, the deployment's default is raised when the run would not fit."""
+    refused, the deployment's default is raised when the run would not fit. A shape with
+    pipeline stages runs in one block: its stages work at the same time, on different
+    layers, so a block boundary would stop all but one of them."""
     notes: list[str] = []
-    needed = min_layers_per_block(depth, request.workers, mode)
+    tasks = shape.tasks
+    if len(shape.stages) > 1:
+        if request.layers_per_block is not None and request.layers_per_block < depth:
+            raise RequestError("layers_per_block", f"{shape.describe()} runs all {depth} "
+                                                   f"layers in one block; leave "
+                                                   f"layers_per_block out")
+        return depth, notes
+    needed = min_layers_per_block(depth, tasks, mode)
     if request.layers_per_block is not None:
         chosen = min(request.layers_per_block, depth)
         if chosen < needed:
             blocks = -(-depth // chosen)
             raise RequestError(
                 "layers_per_block",
-                f"{chosen} layers per block makes {blocks} blocks of {request.workers} "
-                f"workers ({mode} Map), {history_events(request.workers, blocks, mode):,} "
+                f"{chosen} layers per block makes {blocks} blocks of {tasks} "
+                f"workers ({mode} Map), {history_events(tasks, blocks, mode):,} "
                 f"history events; an execution may use {HISTORY_BUDGET:,} (limit 25,000, "
-                f"the rest kept for retries), at most {max_blocks(request.workers, mode)} "
+                f"the rest kept for retries), at most {max_blocks(tasks, mode)} "
                 f"blocks: use at least {needed} layers per block")
         return chosen, notes
     chosen = min(settings.layers_per_block, depth)
     if chosen < needed:
         notes.append(f"layers_per_block raised from {chosen} to {needed} to keep "
-                     f"{depth} layers x {request.workers} workers under {HISTORY_BUDGET:,} "
+                     f"{depth} layers x {tasks} workers under {HISTORY_BUDGET:,} "
                      f"history events")
         chosen = needed
     return chosen, notes
@@ -201,12 +241,13 @@ def choose_layers_per_block(request: PlanRequest, depth: int, mode: MapMode,
 
 def _load_network(storage: Storage, request: PlanRequest, directory: Path) -> Network:
     if request.model.endswith(SUFFIX):
-        path = storage.get_file(request.model, directory / Path(request.model).name)
+        path = (storage.local_path(request.model)
+                or storage.get_file(request.model, directory / Path(request.model).name))
         return load_model(path, bias=request.bias, dtype=request.dtype)
     prefix = request.model if request.model.endswith("/") else request.model + "/"
     layer_keys = [k for k in storage.keys(prefix) if LAYER_FILE.match(k[len(prefix):])]
     if not layer_keys:
-        raise RequestError("model", f"s3://{storage.bucket}/{request.model} is neither a "
+        raise RequestError("model", f"{storage.uri(request.model)} is neither a "
                                     f"{SUFFIX} bundle nor a prefix holding n<N>-l<k>.tsv files")
     folder = directory / "model"
     with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
@@ -216,47 +257,83 @@ def _load_network(storage: Storage, request: PlanRequest, directory: Path) -> Ne
 
 def _load_inputs(storage: Storage, request: PlanRequest, network: Network,
                  directory: Path) -> sp.csr_matrix:
-    path = storage.get_file(request.input, directory / Path(request.input).name)
+    path = (storage.local_path(request.input)
+            or storage.get_file(request.input, directory / Path(request.input).name))
     inputs = read_input(path, neurons=network.neurons, dtype=request.dtype)
     if request.rows is not None:
         inputs = sp.csr_matrix(inputs[:request.rows])
     return inputs
 
 
-def _owners(storage: Storage, request: PlanRequest, network: Network,
-            directory: Path) -> tuple[np.ndarray, bool]:
-    """The partition through partition.cache, with the bucket's plans/ as its backing
-    store: a partition computed by any earlier execution is downloaded, not recomputed."""
-    local = cache_path(network, request.partition, request.workers, request.seed, directory)
-    key = plan_key(local.name)
-    if storage.exists(key):
-        storage.get_file(key, local)
-    result = ownership(network, request.partition, request.workers, request.seed, directory)
-    if not result.cached:  # new, or the stored one did not fit and was recomputed
-        storage.put_file(key, result.path)
-    return result.owners, result.cached
+def _owners(storage: Storage, request: PlanRequest, network: Network, shape: Shape,
+            directory: Path, settings: CloudSettings) -> tuple[np.ndarray, bool]:
+    """Owners for the shape, one partition per stage through partition.cache, with the
+    bucket's plans/ as its backing store: a partition computed by any earlier execution
+    is downloaded, not recomputed. Returns (owners, every partition was cached)."""
+    cached = []
+    root = settings.partition_cache or directory
+
+    def partition(sub: Network, parts: int) -> np.ndarray:
+        local = cache_path(sub, request.partition, parts, request.seed, root)
+        key = plan_key(local.name)
+        if not local.is_file() and storage.exists(key):
+            storage.get_file(key, local)
+        result = ownership(sub, request.partition, parts, request.seed, root)
+        if not result.cached:  # new, or the stored one did not fit and was recomputed
+            storage.put_file(key, result.path)
+        cached.append(result.cached)
+        return result.owners
+
+    owners = shape_owners(network, shape, partition)
+    return owners, bool(cached) and all(cached)
 
 
-def _upload_work(storage: Storage, run: RunInfo, network: Network, inputs: sp.csr_matrix,
-                 owners: np.ndarray, directory: Path) -> CommPlan:
-    plan, shards = build_plan(network, owners, run.workers)
+def _upload_work(storage: Storage, run: RunInfo, shards: list[WorkerShard],
+                 inputs: sp.csr_matrix, directory: Path) -> None:
+    """One shard per slot (every row group shares them) and one input slice per task of
+    the first stage (its rows, its columns)."""
+    shape = run.shape
     layout = run.layout
 
-    def upload(p: int) -> None:
-        shard = shards[p]
-        shard_path = directory / f"shard-{p}.fsdm"
-        save_shard(shard, shard_path)
-        storage.put_file(layout.shard(p), shard_path)
-        shard_path.unlink()
-        input_path = write_activations(
-            directory / f"input-{p}.fsdm", sp.csr_matrix(inputs[:, shard.input_columns]),
-            shard.input_columns, {"execution": run.execution, "worker": p, "layer": 0})
-        storage.put_file(layout.input(p), input_path)
-        input_path.unlink()
+    def upload_shard(slot: int) -> None:
+        path = directory / f"shard-{slot}.fsdm"
+        save_shard(shards[slot], path)
+        storage.put_file(layout.shard(slot), path)
+        path.unlink()
 
-    with ThreadPoolExecutor(min(UPLOAD_THREADS, run.workers)) as pool:
-        list(pool.map(upload, range(run.workers)))
-    return plan
+    def upload_input(task: int) -> None:
+        info = shape.task(task)
+        r0, r1 = shape.group_rows(info.group, run.batch)
+        columns = shards[info.slot].input_columns
+        path = write_activations(
+            directory / f"input-{task}.fsdm", sp.csr_matrix(inputs[r0:r1][:, columns]),
+            columns, {"execution": run.execution, "worker": task, "layer": 0})
+        storage.put_file(layout.input(task), path)
+        path.unlink()
+
+    starters = [g * shape.width + slot for g in range(shape.groups)
+                for slot in shape.first_slots()]
+    with ThreadPoolExecutor(min(UPLOAD_THREADS, max(shape.width, len(starters)))) as pool:
+        list(pool.map(upload_shard, range(shape.width)))
+        list(pool.map(upload_input, starters))
+
+
+def check_memory(shape: Shape, network: Network, shards: list[WorkerShard], batch: int,
+                 dtype: str, memory_mb: int) -> None:
+    """Refuse a shape whose largest task would not fit its function's memory: the
+    weights it holds (CSR: index + value per edge) and a dense-enough bound on its
+    activations (every row of its group, all its columns, in ``dtype``)."""
+    itemsize = np.dtype(dtype).itemsize
+    weights = max(sum(layer.weights.nnz for layer in shard.layers) for shard in shards
+                  ) * (4 + itemsize)
+    rows = shape.group_rows(0, batch)[1]
+    activations = 3 * rows * network.neurons * itemsize // max(1, shape.stages[0].parts)
+    needed_mb = (weights + activations) / 2**20 + RUNTIME_RESERVE_MB
+    if needed_mb > memory_mb:
+        raise RequestError(
+            "strategy", f"{shape.describe()}: a task needs about {needed_mb:,.0f} MB (weights "
+                        f"{weights / 2**20:,.0f} MB) but a worker function has {memory_mb:,} "
+                        f"MB: use more parts or stages, or raise WorkerMemory")
 
 
 # ----------------------------------------------------------------------------- the step
@@ -264,11 +341,12 @@ def _upload_work(storage: Storage, run: RunInfo, network: Network, inputs: sp.cs
 
 def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | None = None,
               storage: Storage | None = None,
-              transport_factory: TransportFactory | None = None) -> dict[str, Any]:
+              transport_factory: TransportFactory | None = None,
+              channels: Collection[str] = AWS_TRANSPORTS) -> dict[str, Any]:
     """Run the Plan state; returns ``{"run", "items", "cursor"}`` (JSON-safe, small)."""
     started = time.perf_counter()
     settings = settings or CloudSettings()
-    request = parse_request(request_data, settings)
+    request = parse_request(request_data, settings, channels)
     execution = run_id(execution_name)
     calls = WorkerMetrics(-1)  # counts this step's S3 calls (worker -1: not a worker)
     storage = storage or storage_for(settings.bucket, settings.aws, calls)
@@ -286,27 +364,36 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
             if not storage.exists(bundle):
                 save_network(network, directory / "model.fsdm")
                 storage.put_file(bundle, directory / "model.fsdm")
-            notes.append(f"the TSV model is cached as s3://{storage.bucket}/{bundle}: "
+            notes.append(f"the TSV model is cached as {storage.uri(bundle)}: "
                          f"pass that key as model next time to skip the conversion")
-        mode = map_mode(request.workers, settings)
+        try:
+            shape = compile_shape(request.strategy, request.workers, network.depth,
+                                  int(inputs.shape[0]), stages=request.stages,
+                                  groups=request.groups, microbatches=request.microbatches)
+        except ConfigError as exc:
+            raise RequestError("strategy", str(exc)) from exc
+        mode = map_mode(shape.tasks, settings)
         layers_per_block, raised = choose_layers_per_block(request, network.depth, mode,
-                                                           settings)
+                                                           settings, shape)
         notes.extend(raised)
         run = RunInfo(
-            execution=execution, bucket=storage.bucket, workers=request.workers,
-            channel=request.channel, message_limit=request.message_limit,
+            execution=execution, bucket=storage.bucket, workers=shape.tasks,
+            channel=NO_EXCHANGE if shape.exchanges_nothing else request.channel,
+            message_limit=request.message_limit,
             receive_timeout_s=request.receive_timeout_s, dtype=request.dtype,
             neurons=network.neurons, depth=network.depth, batch=int(inputs.shape[0]),
             layers_per_block=layers_per_block, blocks=-(-network.depth // layers_per_block),
-            map=mode, model=fingerprint,
+            map=mode, model=fingerprint, shape=shape,
         )
         tick = time.perf_counter()
-        owners, cached = _owners(storage, request, network, directory)
+        owners, cached = _owners(storage, request, network, shape, directory, settings)
         phases["partition_s"] = time.perf_counter() - tick
         if cached:
             notes.append("partition loaded from the plans/ cache")
         tick = time.perf_counter()
-        plan = _upload_work(storage, run, network, inputs, owners, directory)
+        plan, shards = build_plan(network, owners, shape.width)
+        check_memory(shape, network, shards, run.batch, run.dtype, settings.worker_memory_mb)
+        _upload_work(storage, run, shards, inputs, directory)
         phases["upload_s"] = time.perf_counter() - tick
 
     manifest = {
@@ -316,6 +403,9 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
         "notes": notes,
         "history_events": history_events(run.workers, run.blocks, run.map),
         "plan": {
+            "shape": shape.to_dict(),
+            "edges": network.edges,
+            "neuron_copies_total": int(plan.copies.sum()),
             "neurons_sent_total": plan.total_neurons,
             "neurons_sent_per_layer": plan.neurons_per_layer.tolist(),
             "messages_per_layer": plan.messages_per_layer.tolist(),
@@ -324,7 +414,8 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
     }
     storage.put_json(run.layout.manifest, manifest)  # before setup: cleanup reads it
     tick = time.perf_counter()
-    factory = transport_factory or default_transport_class(run.channel)
+    factory = (default_transport_class(run.channel) if run.channel == NO_EXCHANGE
+               else transport_factory or default_transport_class(run.channel))
     transport = factory(run.execution, run.workers, run.channel_config(settings.aws))
     try:
         transport.setup()

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from fsd_inference.channels import AWS_TRANSPORTS, ChannelConfig, Transport, transport_class
+from fsd_inference.channels import TRANSPORTS, ChannelConfig, Transport, transport_class
 from fsd_inference.cloud.history import MapMode
 from fsd_inference.cloud.layout import RunLayout, block_range
 from fsd_inference.cloud.schema import (
@@ -31,6 +31,7 @@ from fsd_inference.cloud.schema import (
 )
 from fsd_inference.config import AwsConfig
 from fsd_inference.constants import DTYPES
+from fsd_inference.strategy.shape import Shape
 
 
 class RunInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -51,16 +52,27 @@ class RunInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     blocks: Depth
     map: MapMode
     model: Fingerprint  # the network's fingerprint
+    # how the tasks split the work (strategy/shape.py); workers = shape.tasks
+    shape: Shape
 
     def __post_init__(self) -> None:
-        if self.channel not in AWS_TRANSPORTS:
-            raise ValueError(f"run.channel must be one of {sorted(AWS_TRANSPORTS)}, "
+        if self.channel not in TRANSPORTS:  # memory: local runs of the same steps
+            raise ValueError(f"run.channel must be one of {sorted(TRANSPORTS)}, "
                              f"not {self.channel!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"run.dtype must be one of {list(DTYPES)}, not {self.dtype!r}")
         if self.blocks != -(-self.depth // self.layers_per_block):
             raise ValueError(f"run.blocks {self.blocks} does not match {self.depth} layers "
                              f"in blocks of {self.layers_per_block}")
+        if self.shape.tasks != self.workers or self.shape.depth != self.depth:
+            raise ValueError(f"run.shape ({self.shape.describe()}) does not match "
+                             f"{self.workers} workers and {self.depth} layers")
+        if max(self.shape.groups, self.shape.microbatches) > self.batch:
+            raise ValueError(f"run.shape cuts {self.batch} rows into {self.shape.groups} "
+                             f"groups of {self.shape.microbatches} micro-batches")
+        if len(self.shape.stages) > 1 and self.blocks != 1:
+            raise ValueError("run.shape has pipeline stages: they run all their layers in "
+                             "one block")
 
     @property
     def layout(self) -> RunLayout:
@@ -75,6 +87,7 @@ class RunInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def to_dict(self) -> dict[str, Any]:
         document: dict[str, Any] = to_builtins(self)
+        document["shape"] = self.shape.to_dict()  # lists, as JSON reads them back
         return document
 
     @classmethod

@@ -72,6 +72,9 @@ class CloudSettings:
         ENV_WORKER_MEMORY, DEFAULT_WORKER_MEMORY_MB))
     scratch_dir: Path = field(default_factory=lambda: Path(
         _str_env(ENV_SCRATCH_DIR, tempfile.gettempdir())))
+    # Where the Plan keeps partitions between runs besides the bucket's plans/: None on
+    # Lambda (its /tmp does not outlive the container), the cache directory locally.
+    partition_cache: Path | None = None
 
     def __post_init__(self) -> None:
         for name, value in (("max_workers", self.max_workers),

@@ -33,8 +33,8 @@ from fsd_inference.cloud.cleanup_step import CLEANUP_FAILURES, cleanup_step
 from fsd_inference.cloud.layout import RUNS_PREFIX, RunLayout
 from fsd_inference.cloud.settings import CloudSettings
 from fsd_inference.cloud.stack import StackOutputs, stepfunctions_client
-from fsd_inference.cloud.storage import Storage, storage_for
 from fsd_inference.config import AwsConfig
+from fsd_inference.storage import Storage, storage_for
 
 MANIFEST_NAME = "run.json"
 

@@ -1,12 +1,18 @@
-"""One Map iteration: worker p runs the layers of one block, then checkpoints.
+"""One Map iteration: task t runs its layers of one block, then checkpoints.
 
-1. load its shard (cached in /tmp across warm invocations of the same execution) and
-   its activations at the block's start: the input slice for block 0, else the
-   checkpoint the previous block wrote;
-2. rebuild the execution's transport from the state payload, open its channel and run
-   ``fsd_inference.worker.run_layers`` over the block's layers;
-3. write its activations after the block's last layer (the next block's start, and
-   what a retried block restarts from) and its metrics.
+A task is one (row group, stage, part) of the run's shape (strategy/shape.py); ``worker``
+in the event is the task id. The task:
+
+1. loads its slot's shard (cached in /tmp across warm invocations of the same
+   execution; all row groups share the shards) and its activations at the block's
+   start: the input slice for block 0 (first stage only; a later pipeline stage starts
+   from what the previous stage sends it), else the checkpoint the previous block wrote;
+2. rebuilds the execution's transport from the state payload, opens its channel and
+   runs ``fsd_inference.worker.run_task`` over its layers of the block, micro-batch by
+   micro-batch (a stage that is not the last ends by sending the next stage its input);
+3. writes its activations after the block's last layer when it owns that layer (the
+   next block's start, what a retried block restarts from, what Gather reads) and its
+   metrics.
 
 A worker watches its own deadline: after each layer it checks that the slowest layer
 so far still fits, with room left to write the checkpoint, and otherwise stops with
@@ -47,11 +53,12 @@ from fsd_inference.cloud.errors import (
 from fsd_inference.cloud.run import RunInfo, build_transport
 from fsd_inference.cloud.schema import check_bucket
 from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
-from fsd_inference.cloud.storage import Storage, storage_for
 from fsd_inference.exceptions import ConfigError
 from fsd_inference.metrics import WorkerMetrics
 from fsd_inference.partition.plan import WorkerShard, load_shard
-from fsd_inference.worker import run_layers
+from fsd_inference.storage import Storage, storage_for
+from fsd_inference.strategy.shape import Task
+from fsd_inference.worker import run_task
 
 CHECKPOINT_RESERVE_S = 30.0  # kept free after the last layer: upload checkpoint + metrics
 LAYER_SAFETY = 1.5  # the next layer may take this much longer than the slowest so far
@@ -93,32 +100,43 @@ class Deadline:
                 f"layers_per_block (or raise WorkerMemory for more CPU)")
 
 
-def _cached_shard(storage: Storage, run: RunInfo, worker: int, scratch: Path) -> WorkerShard:
-    """The shard from /tmp if this warm container fetched it before, else from S3.
+def _cached_shard(storage: Storage, run: RunInfo, slot: int, scratch: Path) -> WorkerShard:
+    """The slot's shard: read in place when the storage is local, else from /tmp if this
+    warm container fetched it before, else downloaded.
 
     Only the current execution's shards are kept, so /tmp does not fill up across runs.
     """
+    key = run.layout.shard(slot)
+    local = storage.local_path(key)
+    if local is not None:
+        return load_shard(local, run.dtype)
     root = scratch / CACHE_DIR
     home = root / run.execution
     if root.is_dir():
         for old in root.iterdir():
             if old != home:
                 shutil.rmtree(old, ignore_errors=True)
-    path = home / f"shard-{worker}.fsdm"
+    path = home / f"shard-{slot}.fsdm"
     if not path.is_file():
-        storage.get_file(run.layout.shard(worker), path)
+        storage.get_file(key, path)
     return load_shard(path, run.dtype)
 
 
-def _start(storage: Storage, run: RunInfo, block: int, worker: int, directory: Path,
-           shard: WorkerShard) -> sp.csr_matrix:
-    key = run.layout.input(worker) if block == 0 else run.layout.checkpoint(block - 1, worker)
-    _, columns, y = read_activations(storage.get_file(key, directory / "start.fsdm"), run.dtype)
-    first, _ = run.layers(block)
+def _start(storage: Storage, run: RunInfo, block: int, task: Task, first: int,
+           directory: Path, shard: WorkerShard) -> sp.csr_matrix:
+    """The task's activations entering layer ``first``: read from the input slice or the
+    previous block's checkpoint, or nothing (no columns) for a later pipeline stage."""
+    r0, r1 = run.shape.group_rows(task.group, run.batch)
+    rows = r1 - r0
     expected = shard.input_columns if first == 1 else shard.layers[first - 2].outputs
-    if columns.size != expected.size or (columns != expected).any():
-        raise ConfigError(f"s3://{storage.bucket}/{key} holds other columns than worker "
-                          f"{worker}'s shard expects at layer {first}: a stale run?")
+    if block == 0 and task.stage > 0:
+        return sp.csr_matrix((rows, 0), dtype=run.dtype)
+    key = (run.layout.input(task.task) if block == 0
+           else run.layout.checkpoint(block - 1, task.task))
+    _, columns, y = read_activations(storage.get_file(key, directory / "start.fsdm"), run.dtype)
+    if columns.size != expected.size or (columns != expected).any() or y.shape[0] != rows:
+        raise ConfigError(f"{storage.uri(key)} holds other rows or columns than task "
+                          f"{task.task}'s shard expects at layer {first}: a stale run?")
     return y
 
 
@@ -136,26 +154,50 @@ def _withdraw(storage: Storage, run: RunInfo) -> None:
             storage.delete_prefix(prefix)
 
 
+def task_layers(run: RunInfo, block: int, task: Task) -> tuple[int, int]:
+    """The layers ``(first, last)`` task runs in ``block``: its stage's layers within the
+    block's (a run with several stages has one block)."""
+    first, last = run.layers(block)
+    stage = run.shape.stages[task.stage]
+    return max(first, stage.first), min(last, stage.last)
+
+
 def worker_step(run: RunInfo, block: int, worker: int, deadline_s: float,
                 settings: CloudSettings | None = None, storage: Storage | None = None,
                 transport: Transport | None = None,
-                clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
-    """Run ``block`` for ``worker``; returns a small JSON-safe summary."""
+                clock: Callable[[], float] = time.monotonic,
+                on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Run ``block`` for task ``worker``; returns a small JSON-safe summary.
+
+    ``on_step(layer, part)`` (local runs: progress) is called after each computed step.
+    """
     started = clock()
     settings = settings or CloudSettings()
     check_bucket(run.bucket, settings.aws.bucket, "the run")
     if not 0 <= worker < run.workers:
         raise ConfigError(f"worker {worker} outside 0..{run.workers - 1}")
-    first, last = run.layers(block)
+    task = run.shape.task(worker)
+    first, last = task_layers(run, block, task)
     metrics = WorkerMetrics(worker)
     storage = storage or storage_for(run.bucket, settings.aws, metrics)
     deadline = Deadline(deadline_s, worker, block, last, clock)
     layout = run.layout
+    stage = run.shape.stages[task.stage]
+    r0, r1 = run.shape.group_rows(task.group, run.batch)
+    bounds = run.shape.microbatch_bounds(r1 - r0)
+    send_tail = stage.last < run.depth
+
+    def step_done(layer: int, part: int) -> None:
+        if part == bounds.size - 2:  # the last micro-batch finished this layer
+            deadline.after_layer(layer)
+        if on_step is not None:
+            on_step(layer, part)
+
     with tempfile.TemporaryDirectory(prefix="fsd-worker-", dir=settings.scratch_dir) as tmp:
         directory = Path(tmp)
         try:
-            shard = _cached_shard(storage, run, worker, settings.scratch_dir)
-            y = _start(storage, run, block, worker, directory, shard)
+            shard = _cached_shard(storage, run, task.slot, settings.scratch_dir)
+            y = _start(storage, run, block, task, first, directory, shard)
         except StorageError as exc:
             if _cancelled(storage, run):
                 raise RunCancelled(f"worker {worker}, block {block}: execution "
@@ -167,7 +209,8 @@ def worker_step(run: RunInfo, block: int, worker: int, deadline_s: float,
             channel = transport.channel(worker, metrics)
             try:
                 deadline.begin()
-                y = run_layers(shard, y, channel, first, last, on_layer=deadline.after_layer)
+                y = run_task(shard, y, channel, first, last, bounds, send_tail, step_done,
+                             offset=task.group * run.shape.width)
             finally:
                 channel.close()
         except (ChannelError, ClientError, BotoCoreError) as exc:
@@ -177,11 +220,12 @@ def worker_step(run: RunInfo, block: int, worker: int, deadline_s: float,
                                    f"{run.execution} was cleaned up while this worker ran "
                                    f"({exc})") from exc
             raise RetryableBlockError(worker, block, str(exc)) from exc
-        outputs = shard.layers[last - 1].outputs
-        write_activations(directory / "end.fsdm", y, outputs,
-                          {"execution": run.execution, "worker": worker, "block": block,
-                           "layer": last})
-        storage.put_file(layout.checkpoint(block, worker), directory / "end.fsdm")
+        if last == run.layers(block)[1]:  # it produces the block's last layer
+            outputs = shard.layers[last - 1].outputs
+            write_activations(directory / "end.fsdm", y, outputs,
+                              {"execution": run.execution, "worker": worker,
+                               "block": block, "layer": last})
+            storage.put_file(layout.checkpoint(block, worker), directory / "end.fsdm")
     seconds = metrics.total_s = clock() - started
     document = {
         "worker": worker, "block": block, "first": first, "last": last,

@@ -1,4 +1,4 @@
-"""S3 object I/O for the steps: files, JSON, listing, deleting, with errors that name keys.
+"""S3 storage: the bucket of a deployed stack (or of the embedded emulator).
 
 The client comes from :func:`fsd_inference.aws.s3_client` (endpoint from AwsConfig,
 bounded timeouts and retries); pass ``metrics`` and every call is counted into it, so
@@ -7,19 +7,17 @@ a worker's shard and checkpoint traffic shows up in its metrics beside the chann
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fsd_inference.aws import NO_SUCH_KEY_CODES, error_code, s3_client
 from fsd_inference.channels.s3 import DeleteFailed, delete_prefix
-from fsd_inference.cloud.errors import StorageError
 from fsd_inference.config import AwsConfig
 from fsd_inference.metrics import WorkerMetrics
+from fsd_inference.storage.base import Storage, StorageError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -30,56 +28,36 @@ def make_s3_client(aws: AwsConfig, metrics: WorkerMetrics | None = None) -> S3Cl
     return s3_client(aws, metrics)
 
 
-class Storage:
-    """One bucket. Methods raise StorageError (never a bare botocore error)."""
+class S3Storage(Storage):
+    """One bucket."""
 
     def __init__(self, bucket: str, client: S3Client) -> None:
-        self.bucket = bucket
+        super().__init__(bucket)
         self.client = client
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}"
 
     def _fail(self, key: str, action: str, exc: Exception) -> StorageError:
         if error_code(exc) in NO_SUCH_KEY_CODES:
-            return StorageError(self.bucket, key, f"{action}: no such object")
-        return StorageError(self.bucket, key, f"{action} failed: {exc}")
+            return StorageError(self.location, key, f"{action}: no such object")
+        return StorageError(self.location, key, f"{action} failed: {exc}")
 
-    # ------------------------------------------------------------------ objects
-
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream"
-                  ) -> None:
+    def _put(self, key: str, data: bytes, content_type: str) -> None:
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
                                    ContentType=content_type)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(key, "PUT", exc) from exc
 
-    def get_bytes(self, key: str) -> bytes:
+    def _get(self, key: str) -> bytes:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(key, "GET", exc) from exc
 
-    def put_file(self, key: str, path: Path) -> None:
-        self.put_bytes(key, path.read_bytes())
-
-    def get_file(self, key: str, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".part")
-        temporary.write_bytes(self.get_bytes(key))
-        temporary.replace(path)
-        return path
-
-    def put_json(self, key: str, document: Any) -> None:
-        self.put_bytes(key, json.dumps(document, indent=1, sort_keys=True).encode(),
-                       "application/json")
-
-    def get_json(self, key: str) -> Any:
-        data = self.get_bytes(key)
-        try:
-            return json.loads(data)
-        except ValueError as exc:
-            raise StorageError(self.bucket, key, f"not JSON: {exc}") from exc
-
-    def exists(self, key: str) -> bool:
+    def _exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
@@ -90,10 +68,7 @@ class Storage:
             raise self._fail(key, "HEAD", exc) from exc
         return True
 
-    # ------------------------------------------------------------------ prefixes
-
-    def keys(self, prefix: str) -> Iterator[str]:
-        """Every key under ``prefix`` (paginated LIST)."""
+    def _keys(self, prefix: str) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
@@ -102,8 +77,7 @@ class Storage:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(prefix, "LIST", exc) from exc
 
-    def objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
-        """``(key, last modified)`` of every object under ``prefix`` (paginated LIST)."""
+    def _objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
@@ -112,19 +86,16 @@ class Storage:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(prefix, "LIST", exc) from exc
 
-    def delete_prefix(self, prefix: str, keep: str | None = None) -> int:
-        """Delete everything under ``prefix`` but ``keep``; returns how many objects went.
-        Raises StorageError when any key could not be deleted (DeleteObjects reports
-        failures per key), naming the first ones."""
+    def _delete_prefix(self, prefix: str, keep: str | None) -> int:
+        # DeleteObjects reports failures per key: DeleteFailed names the first ones
         try:
             return delete_prefix(self.client, self.bucket, prefix, keep=keep)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(prefix, "DELETE", exc) from exc
         except DeleteFailed as exc:
-            raise StorageError(self.bucket, prefix, str(exc)) from exc
+            raise StorageError(self.location, prefix, str(exc)) from exc
 
-    def delete(self, key: str) -> None:
-        """Delete one object (no error if it is already gone)."""
+    def _delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
@@ -132,5 +103,5 @@ class Storage:
 
 
 def storage_for(bucket: str, aws: AwsConfig | None = None,
-                metrics: WorkerMetrics | None = None) -> Storage:
-    return Storage(bucket, make_s3_client(aws or AwsConfig(), metrics))
+                metrics: WorkerMetrics | None = None) -> S3Storage:
+    return S3Storage(bucket, make_s3_client(aws or AwsConfig(), metrics))
