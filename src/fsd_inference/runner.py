@@ -25,11 +25,12 @@ import scipy.sparse as sp
 from fsd_inference.channels import ChannelConfig, Transport, transport_class
 from fsd_inference.exceptions import FsdError
 from fsd_inference.metrics import WorkerMetrics, summarize
+from fsd_inference.model.base import NetworkSource
 from fsd_inference.model.binary import pack_csr, read_bundle, unpack_csr, write_bundle
-from fsd_inference.model.network import Network, resolve_dtype
+from fsd_inference.model.network import resolve_dtype
 from fsd_inference.model.reference import categories_of
 from fsd_inference.partition.cache import owners_for
-from fsd_inference.partition.plan import CommPlan, build_plan, load_shard, save_shard
+from fsd_inference.partition.plan import CommPlan, load_shard, write_shards
 from fsd_inference.worker import merge_columns, run_layers
 
 WORKER_START_TIMEOUT_S = 120.0
@@ -75,15 +76,13 @@ class InferResult:
         }
 
 
-def write_work(network: Network, inputs: sp.csr_matrix, owners: np.ndarray, workers: int,
+def write_work(network: NetworkSource, inputs: sp.csr_matrix, owners: np.ndarray, workers: int,
                directory: Path) -> CommPlan:
     """Shards and input slices per worker, as files: what each worker loads, and only that."""
-    plan, shards = build_plan(network, owners, workers)
-    for shard in shards:
-        save_shard(shard, directory / f"shard-{shard.worker}.fsdm")
-        slice_ = sp.csr_matrix(inputs[:, shard.input_columns])
-        write_bundle(directory / f"input-{shard.worker}.fsdm", {"kind": "input"},
-                     pack_csr("y", slice_))
+    plan = write_shards(network, owners, workers, lambda p: directory / f"shard-{p}.fsdm")
+    for p in range(workers):
+        slice_ = sp.csr_matrix(inputs[:, np.flatnonzero(owners[0] == p)])
+        write_bundle(directory / f"input-{p}.fsdm", {"kind": "input"}, pack_csr("y", slice_))
     return plan
 
 
@@ -112,7 +111,7 @@ def _worker_main(worker: int, directory: str, transport: Transport, dtype: str,
 
 
 def run_inference(
-    network: Network,
+    network: NetworkSource,
     inputs: sp.csr_matrix,
     options: InferOptions,
     progress: Callable[[int, int], None] | None = None,

@@ -46,13 +46,13 @@ from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
 from fsd_inference.cloud.storage import Storage, storage_for
 from fsd_inference.constants import DEFAULT_DTYPE, DTYPES
 from fsd_inference.metrics import WorkerMetrics
+from fsd_inference.model.base import NetworkSource
 from fsd_inference.model.binary import SUFFIX, save_network
-from fsd_inference.model.load import load_model
-from fsd_inference.model.network import Network
+from fsd_inference.model.load import open_model
 from fsd_inference.model.tsv import LAYER_FILE, read_input
 from fsd_inference.partition import PARTITIONERS
 from fsd_inference.partition.cache import cache_path, ownership
-from fsd_inference.partition.plan import CommPlan, build_plan, save_shard
+from fsd_inference.partition.plan import CommPlan, write_shards
 
 # Workers of a failed block attempt may still be waiting on their peers when the block is
 # retried; they give up after receive_timeout_s. The ASL retries a block after 150 s, so
@@ -203,10 +203,12 @@ def choose_layers_per_block(request: PlanRequest, depth: int, mode: MapMode,
 # ----------------------------------------------------------------------------- loading
 
 
-def _load_network(storage: Storage, request: PlanRequest, directory: Path) -> Network:
+def _load_network(storage: Storage, request: PlanRequest, directory: Path) -> NetworkSource:
+    """The model downloaded to ``directory`` and opened lazily: planning reads it layer by
+    layer, so the step's memory holds a layer, not the network."""
     if request.model.endswith(SUFFIX):
         path = storage.get_file(request.model, directory / Path(request.model).name)
-        return load_model(path, bias=request.bias, dtype=request.dtype)
+        return open_model(path, bias=request.bias, dtype=request.dtype)
     prefix = request.model if request.model.endswith("/") else request.model + "/"
     layer_keys = [k for k in storage.keys(prefix) if LAYER_FILE.match(k[len(prefix):])]
     if not layer_keys:
@@ -215,10 +217,10 @@ def _load_network(storage: Storage, request: PlanRequest, directory: Path) -> Ne
     folder = directory / "model"
     with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
         list(pool.map(lambda k: storage.get_file(k, folder / k[len(prefix):]), layer_keys))
-    return load_model(folder, bias=request.bias, dtype=request.dtype)
+    return open_model(folder, bias=request.bias, dtype=request.dtype)
 
 
-def _load_inputs(storage: Storage, request: PlanRequest, network: Network,
+def _load_inputs(storage: Storage, request: PlanRequest, network: NetworkSource,
                  directory: Path) -> sp.csr_matrix:
     path = storage.get_file(request.input, directory / Path(request.input).name)
     inputs = read_input(path, neurons=network.neurons, dtype=request.dtype)
@@ -227,7 +229,7 @@ def _load_inputs(storage: Storage, request: PlanRequest, network: Network,
     return inputs
 
 
-def _owners(storage: Storage, request: PlanRequest, network: Network,
+def _owners(storage: Storage, request: PlanRequest, network: NetworkSource,
             directory: Path) -> tuple[np.ndarray, bool]:
     """The partition through partition.cache, with the bucket's plans/ as its backing
     store: a partition computed by any earlier execution is downloaded, not recomputed."""
@@ -241,20 +243,20 @@ def _owners(storage: Storage, request: PlanRequest, network: Network,
     return result.owners, result.cached
 
 
-def _upload_work(storage: Storage, run: RunInfo, network: Network, inputs: sp.csr_matrix,
-                 owners: np.ndarray, directory: Path) -> CommPlan:
-    plan, shards = build_plan(network, owners, run.workers)
+def _upload_work(storage: Storage, run: RunInfo, network: NetworkSource,
+                 inputs: sp.csr_matrix, owners: np.ndarray, directory: Path) -> CommPlan:
+    """Shards are cut into local files layer by layer (write_shards), then uploaded."""
     layout = run.layout
+    plan = write_shards(network, owners, run.workers, lambda p: directory / f"shard-{p}.fsdm")
 
     def upload(p: int) -> None:
-        shard = shards[p]
         shard_path = directory / f"shard-{p}.fsdm"
-        save_shard(shard, shard_path)
         storage.put_file(layout.shard(p), shard_path)
         shard_path.unlink()
+        columns = np.flatnonzero(owners[0] == p)
         input_path = write_activations(
-            directory / f"input-{p}.fsdm", sp.csr_matrix(inputs[:, shard.input_columns]),
-            shard.input_columns, {"execution": run.execution, "worker": p, "layer": 0})
+            directory / f"input-{p}.fsdm", sp.csr_matrix(inputs[:, columns]),
+            columns, {"execution": run.execution, "worker": p, "layer": 0})
         storage.put_file(layout.input(p), input_path)
         input_path.unlink()
 
@@ -311,6 +313,7 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
             notes.append("partition loaded from the plans/ cache")
         tick = time.perf_counter()
         plan = _upload_work(storage, run, network, inputs, owners, directory)
+        network.close()
         phases["upload_s"] = time.perf_counter() - tick
 
     manifest = {

@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from fsd_inference.model.network import Network
+from fsd_inference.model.base import NetworkSource
 from fsd_inference.partition.base import Partitioner
 from fsd_inference.partition.plan import twin_classes
 
@@ -143,13 +143,13 @@ class HypergraphPartitioner(Partitioner):
     def __init__(self, epsilon: float = EPSILON) -> None:
         self.epsilon = epsilon
 
-    def _owners(self, network: Network, parts: int, seed: int) -> np.ndarray:
+    def _owners(self, network: NetworkSource, parts: int, seed: int) -> np.ndarray:
         neurons = network.neurons
         owners = np.zeros((network.depth + 1, neurons), dtype=np.int64)
         if parts == 1:
             return owners
         source_class = np.arange(neurons)  # Y_0 has no twins
-        for layer, weights in enumerate(network.layers, start=1):
+        for layer, weights in enumerate(network.iter_layers(), start=1):
             csr = _canonical(weights)
             # twins (identical columns) travel once and compute alike: one vertex each class
             classes = np.unique(twin_classes(csr, neurons), return_inverse=True)[1].ravel()
@@ -168,7 +168,7 @@ class HypergraphPartitioner(Partitioner):
             owners[layer] = chosen[classes]
             source_class = classes
         # the inputs last, each towards the owners of its consumers in Y_1
-        first = _canonical(network.layers[0])
+        first = _canonical(network.layer(1))
         rows = np.repeat(np.arange(neurons), np.diff(first.indptr))
         nets = _nets(rows, neurons + owners[1][first.indices], np.arange(neurons), neurons,
                      neurons + parts)
