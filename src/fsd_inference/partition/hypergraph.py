@@ -67,7 +67,7 @@ import scipy.sparse as sp
 
 from fsd_inference.model.base import NetworkSource
 from fsd_inference.partition.base import Partitioner
-from fsd_inference.partition.plan import twin_classes
+from fsd_inference.partition.plan import distinct, twin_classes
 
 EPSILON = 0.03  # allowed imbalance of each layer's work, see the module docstring
 _THREADS = 1  # results must not depend on the machine's core count
@@ -237,7 +237,7 @@ def _nets(group: np.ndarray, pins: np.ndarray, own: np.ndarray | None, groups: i
     if own is not None:
         group = np.concatenate([group, np.arange(groups)])
         pins = np.concatenate([pins, np.asarray(own, dtype=np.int64)])
-    key = np.unique(group * width + pins)
+    key = distinct(group * width + pins)
     bounds = np.concatenate([[0], np.cumsum(np.bincount(key // width, minlength=groups))])
     values = (key % width).tolist()
     return [values[a:b] for a, b in itertools.pairwise(bounds.tolist()) if b > a + 1]
