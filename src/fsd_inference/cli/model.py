@@ -57,6 +57,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_inputs(args: argparse.Namespace) -> int:
     source = Path(args.source) if args.source else sample_input_path()
     images = read_input(source, neurons=args.source_neurons)
+    if args.rows is not None:
+        if args.rows < 1:
+            raise ConfigError(f"--rows must be >= 1, got {args.rows}")
+        images = images[:args.rows]  # the first rows only: 65536 pixels x 10,000 is 1.5 GB
     out = upsample(images, args.neurons)
     write_input(out, args.out)
     print(f"wrote {out.shape[0]:,} inputs x {args.neurons} neurons ({out.nnz:,} nonzeros) "
@@ -110,6 +114,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inp.add_argument("--from", dest="source", help="input TSV to upsample (default: the sample)")
     inp.add_argument("--from-neurons", dest="source_neurons", type=int, default=1024,
                      help="pixels per image of --from, a square (default 1024 = 32 x 32)")
+    inp.add_argument("--rows", type=int, help="only the first ROWS inputs (default all)")
     inp.add_argument("--out", required=True, help="output TSV (.gz to compress)")
     inp.set_defaults(func=cmd_inputs)
 
