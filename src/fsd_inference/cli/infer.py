@@ -15,7 +15,8 @@ from fsd_inference.cli.common import (
 )
 from fsd_inference.config import AwsConfig
 from fsd_inference.local import aws_for_run
-from fsd_inference.model.load import load_model
+from fsd_inference.model.base import NetworkSource
+from fsd_inference.model.load import open_model
 from fsd_inference.model.tsv import read_input, write_categories
 from fsd_inference.partition import PARTITIONERS
 from fsd_inference.progress import Progress
@@ -28,7 +29,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _infer(args: argparse.Namespace, aws: AwsConfig) -> int:
-    network = load_model(args.model, bias=args.bias)
+    with open_model(args.model, bias=args.bias) as network:  # shards cut layer by layer
+        return _run(args, aws, network)
+
+
+def _run(args: argparse.Namespace, aws: AwsConfig, network: NetworkSource) -> int:
     inputs = read_input(args.input, neurons=network.neurons, dtype=args.dtype)
     options = InferOptions(
         workers=args.workers, channel=args.channel, partition=args.partition, seed=args.seed,
