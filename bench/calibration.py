@@ -17,6 +17,7 @@ sqrt(f (1 - f) / r): 0.5 points at 3% and 1,000 rows.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import time
@@ -35,14 +36,16 @@ def sample(neurons: int, rows: int) -> sp.csr_matrix:
     return images if neurons == 1024 else upsample(images, neurons)
 
 
-def measure(neurons: int, layers: int, block: int, inputs: sp.csr_matrix,
-            seed: int = 0) -> dict[str, float | int]:
-    network = GeneratedNetwork(GeneratorParams(neurons, layers, seed, block))
+def measure(neurons: int, layers: int, block: int, period: int | None,
+            inputs: sp.csr_matrix, seed: int = 0) -> dict[str, float | int | None]:
+    params = GeneratorParams(neurons, layers, seed, block, period=period)
+    network = GeneratedNetwork(params)
     started = time.perf_counter()
     result = infer(network, inputs)
     rows = int(inputs.shape[0])
     fraction = result.categories.size / rows
-    return {"neurons": neurons, "layers": layers, "block": block, "rows": rows,
+    return {"neurons": neurons, "layers": layers, "block": block, "period": period,
+            "strides": params.cycle(), "rows": rows,
             "bias": network.bias, "categorised": int(result.categories.size),
             "fraction": fraction,
             "stderr": math.sqrt(fraction * (1 - fraction) / rows),
@@ -54,13 +57,15 @@ def main() -> None:
     parser.add_argument("--neurons", type=int, required=True)
     parser.add_argument("--layers", type=int, nargs="+", default=[120])
     parser.add_argument("--blocks", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--periods", type=int, nargs="+", default=[0],
+                        help="strides per cycle (0: the calibrated or full butterfly)")
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--out", type=Path, help="append the JSON lines here too")
     args = parser.parse_args()
     inputs = sample(args.neurons, args.rows)
     for layers in args.layers:
-        for block in args.blocks:
-            line = json.dumps(measure(args.neurons, layers, block, inputs))
+        for block, period in itertools.product(args.blocks, args.periods):
+            line = json.dumps(measure(args.neurons, layers, block, period or None, inputs))
             print(line, flush=True)
             if args.out:
                 with args.out.open("a", encoding="utf-8") as out:

@@ -16,7 +16,7 @@ from fsd_inference.exceptions import ConfigError
 from fsd_inference.model.base import NetworkSource
 from fsd_inference.model.binary import SUFFIX, NetworkWriter, save_network
 from fsd_inference.model.generate import (
-    BLOCK_BY_NEURONS,
+    CALIBRATED,
     DEFAULT_BLOCK,
     GeneratedNetwork,
     GeneratorParams,
@@ -33,7 +33,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not args.out and not args.binary:
         raise ConfigError("fsd generate needs --out FOLDER, --binary FILE or both")
     network = GeneratedNetwork(GeneratorParams(args.neurons, args.layers, args.seed, args.block,
-                                               args.bias))
+                                               args.bias, args.period))
     started = time.perf_counter()
     progress = Progress("generate", quiet=args.quiet)
     with ExitStack() as stack:
@@ -48,7 +48,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     where = " and ".join(str(p) for p in (args.out, args.binary) if p)
     print(
         f"wrote {network.depth} layers of {network.neurons} neurons ({network.edges:,} edges, "
-        f"block {network.block}, bias {network.bias}) to {where} in "
+        f"block {network.block}, strides {network.params.cycle()}, bias {network.bias}) to "
+        f"{where} in "
         f"{time.perf_counter() - started:.1f} s"
     )
     return 0
@@ -101,8 +102,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen.add_argument("--seed", type=int, default=0, help="relabelling seed (default 0)")
     gen.add_argument("--block", type=int, default=None,
                      help="dense block size B; radix = 32 / B (default calibrated by N: "
-                          + ", ".join(f"{n}: {b}" for n, b in BLOCK_BY_NEURONS.items())
+                          + ", ".join(f"{n}: {b}" for n, (b, _) in CALIBRATED.items())
                           + f", else {DEFAULT_BLOCK})")
+    gen.add_argument("--period", type=int, default=None,
+                     help="strides the layers cycle through, the first PERIOD of the radix "
+                          "butterfly's (default calibrated by N, else all): fewer mix less")
     gen.add_argument("--bias", type=float, default=None, help="bias (default by N)")
     gen.add_argument("--out", help="output folder of n<N>-l<k>.tsv files")
     gen.add_argument("--binary", help=f"write the network as one {SUFFIX} bundle here")

@@ -38,12 +38,19 @@ from fsd_inference.model.network import Network, materialise, resolve_bias
 # categorises 298 rows (2.98%), the published network 1,812 of 60,000 (3.02%). Blocks of
 # 1 / 4 / 8 / 16 give 29 / 1,828 / 935 / 2,034 rows. See README "Generator".
 DEFAULT_BLOCK = 2
-BLOCK_BY_NEURONS: dict[int, int] = {1024: 2}
+# N -> (block, period); period None: every stride of the radix-r butterfly.
+CALIBRATED: dict[int, tuple[int, int | None]] = {1024: (2, None)}
 
 
 def default_block(neurons: int) -> int:
     """The calibrated block size for ``neurons`` (DEFAULT_BLOCK where none was measured)."""
-    return BLOCK_BY_NEURONS.get(neurons, DEFAULT_BLOCK)
+    return CALIBRATED.get(neurons, (DEFAULT_BLOCK, None))[0]
+
+
+def default_period(neurons: int, block: int) -> int | None:
+    """The calibrated period for ``neurons`` when ``block`` is the calibrated block."""
+    calibrated_block, period = CALIBRATED.get(neurons, (DEFAULT_BLOCK, None))
+    return period if block == calibrated_block else None
 
 
 @dataclass(frozen=True)
@@ -53,10 +60,18 @@ class GeneratorParams:
     seed: int = 0
     block: int | None = None  # None: calibrated by N (default_block)
     bias: float | None = None
+    period: int | None = None  # strides per cycle; None: calibrated by N, else all
 
     @property
     def block_size(self) -> int:
         return default_block(self.neurons) if self.block is None else self.block
+
+    def cycle(self) -> list[int]:
+        """The strides the layers cycle through: the first ``period`` of the butterfly's."""
+        block = self.block_size
+        every = strides(self.neurons // block, EDGES_PER_NEURON // block)
+        period = self.period if self.period is not None else default_period(self.neurons, block)
+        return every if period is None else every[:period]
 
     @property
     def radix(self) -> int:
@@ -76,6 +91,11 @@ class GeneratorParams:
                 f"--neurons {self.neurons} is too small: needs at least "
                 f"{self.radix * block} for block {block}"
             )
+        if self.period is not None:
+            most = len(strides(self.neurons // block, self.radix))
+            if not 1 <= self.period <= most:
+                raise ConfigError(f"--period must be between 1 and {most} for {self.neurons} "
+                                  f"neurons and block {block}, got {self.period}")
 
 
 def strides(supernodes: int, radix: int) -> list[int]:
@@ -130,7 +150,7 @@ class GeneratedNetwork(NetworkSource):
         self.neurons = params.neurons
         self.bias = resolve_bias(params.neurons, params.bias)
         self.block = params.block_size
-        self._strides = strides(params.neurons // self.block, EDGES_PER_NEURON // self.block)
+        self._strides = params.cycle()
 
     @property
     def depth(self) -> int:
