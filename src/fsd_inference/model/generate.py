@@ -34,12 +34,19 @@ from fsd_inference.exceptions import ConfigError
 from fsd_inference.model.base import NetworkSource
 from fsd_inference.model.network import Network, materialise, resolve_bias
 
-# Calibrated on the shipped MNIST sample (1024 x 120, 10,000 rows): block 2 (radix 16)
-# categorises 298 rows (2.98%), the published network 1,812 of 60,000 (3.02%). Blocks of
-# 1 / 4 / 8 / 16 give 29 / 1,828 / 935 / 2,034 rows. See README "Generator".
+# Calibration (bench/calibration.py, README "Generator"): the categorised fraction of the
+# upsampled MNIST sample after 120 layers falls as a stride cycle mixes more of the M
+# super-nodes (r^D of them, D strides): the band of stride 1 alone keeps 63% at 1024, a
+# complete butterfly (r^D = M) 0.3%. At 1024 block 2 (radix 16, strides 1 and 16: half the
+# super-nodes) categorises 298 of 10,000 rows (2.98%), the published network 1,812 of
+# 60,000 (3.02%). Each N takes the block whose butterfly mixes half the super-nodes in one
+# cycle (r^D = M / 2), with the largest radix where two blocks do: 4096 -> 4 (4.75%),
+# 16384 -> 2 (1.0%), 65536 -> 1 (0.5%); every other block is further from 3%.
 DEFAULT_BLOCK = 2
 # N -> (block, period); period None: every stride of the radix-r butterfly.
-CALIBRATED: dict[int, tuple[int, int | None]] = {1024: (2, None)}
+CALIBRATED: dict[int, tuple[int, int | None]] = {
+    1024: (2, None), 4096: (4, None), 16384: (2, None), 65536: (1, None),
+}
 
 
 def default_block(neurons: int) -> int:
