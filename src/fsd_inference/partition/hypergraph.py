@@ -68,8 +68,12 @@ import scipy.sparse as sp
 from fsd_inference.model.base import NetworkSource
 from fsd_inference.partition.base import Partitioner
 from fsd_inference.partition.plan import distinct, twin_classes
+from fsd_inference.partition.stream import stream_partition
 
 EPSILON = 0.03  # allowed imbalance of each layer's work, see the module docstring
+# Layers with more vertices (twin classes) than this are partitioned in one streaming pass
+# (partition.stream): Mt-KaHyPar took ~30 s a layer at 65536 (no twins, 62 blocks) here.
+STREAM_ABOVE = 40_000
 _THREADS = 1  # results must not depend on the machine's core count
 
 # The pinned mtkahypar 1.7's "deterministic" preset with c-t 160 -> 20 (coarsening limit
@@ -140,8 +144,9 @@ class HypergraphPartitioner(Partitioner):
 
     name = "hypergraph"
 
-    def __init__(self, epsilon: float = EPSILON) -> None:
+    def __init__(self, epsilon: float = EPSILON, stream_above: int = STREAM_ABOVE) -> None:
         self.epsilon = epsilon
+        self.stream_above = stream_above
 
     def _owners(self, network: NetworkSource, parts: int, seed: int) -> np.ndarray:
         neurons = network.neurons
@@ -183,6 +188,8 @@ class HypergraphPartitioner(Partitioner):
         if np.count_nonzero(weights) <= parts or int(weights.max()) > bound:
             return deal_by_weight(weights, parts)
         free = int(weights.size)
+        if free > self.stream_above:  # too large for Mt-KaHyPar in seconds: one greedy pass
+            return stream_partition(nets, weights, parts, bound, seed)
         context = _context(parts, self.epsilon, seed)
         # terminals weigh 1: Mt-KaHyPar 1.7 ignores the pin of a zero-weight fixed vertex
         node_weights = weights.tolist() + ([1] * parts if terminals else [])
