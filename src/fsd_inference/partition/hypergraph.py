@@ -189,7 +189,17 @@ class HypergraphPartitioner(Partitioner):
             return deal_by_weight(weights, parts)
         free = int(weights.size)
         if free > self.stream_above:  # too large for Mt-KaHyPar in seconds: one greedy pass
-            return stream_partition(nets, weights, parts, bound, seed)
+            owners = stream_partition(nets, weights, parts, bound, seed)
+        else:
+            owners = self._multilevel(nets, weights, parts, terminals, seed, bound)
+        if np.bincount(owners, weights=weights, minlength=parts).max() > bound:
+            return deal_by_weight(weights, parts)  # no partition met the bound
+        return owners
+
+    def _multilevel(self, nets: list[list[int]], weights: np.ndarray, parts: int,
+                    terminals: bool, seed: int, bound: int) -> np.ndarray:
+        """Mt-KaHyPar's partition of the free vertices (terminals pinned to their blocks)."""
+        free = int(weights.size)
         context = _context(parts, self.epsilon, seed)
         # terminals weigh 1: Mt-KaHyPar 1.7 ignores the pin of a zero-weight fixed vertex
         node_weights = weights.tolist() + ([1] * parts if terminals else [])
@@ -199,10 +209,7 @@ class HypergraphPartitioner(Partitioner):
         if terminals:
             hypergraph.add_fixed_vertices([-1] * free + list(range(parts)), parts)
         result = hypergraph.partition(context)
-        owners = np.asarray(result.get_partition(), dtype=np.int64)[:free]
-        if np.bincount(owners, weights=weights, minlength=parts).max() > bound:
-            return deal_by_weight(weights, parts)  # not seen in practice; keeps the bound
-        return owners
+        return np.asarray(result.get_partition(), dtype=np.int64)[:free]
 
 
 def deal_by_weight(weights: np.ndarray, parts: int) -> np.ndarray:
