@@ -35,9 +35,14 @@ def timed(label: str, args: list[str]) -> dict[str, object]:
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{label} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)",
-                            done.stderr).group(1))  # type: ignore[union-attr]
-    result = {"step": label, "wall_s": round(wall, 1), "peak_rss_mb": round(peak_kb / 1024),
+    def field(name: str) -> float:
+        found = re.search(rf"{name}: ([\d.]+)", done.stderr)
+        return float(found.group(1)) if found else float("nan")
+
+    # CPU seconds beside wall time: on a shared machine the wall clock includes waiting
+    cpu = field(r"User time \(seconds\)") + field(r"System time \(seconds\)")
+    result = {"step": label, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+              "peak_rss_mb": round(field(r"Maximum resident set size \(kbytes\)") / 1024),
               "stdout": done.stdout.strip().splitlines()[-6:]}
     print(json.dumps(result), flush=True)
     return result
