@@ -23,7 +23,7 @@ from fsd_inference.partition import get_partitioner
 
 # Part of every key: bump it when a partitioner's output for the same inputs changes,
 # so partitions cached by an older version are not reused.
-REVISION = 1
+REVISION = 2  # 2: layers above hypergraph.STREAM_ABOVE vertices are streamed
 SUBDIR = "partitions"
 
 
