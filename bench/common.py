@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fsd_inference.config import cache_dir
 from fsd_inference.model.binary import save_network
-from fsd_inference.model.generate import GeneratorParams, generate
+from fsd_inference.model.generate import GeneratedNetwork, GeneratorParams
 from fsd_inference.model.inputs import sample_input_path, upsample
 from fsd_inference.model.tsv import read_input, write_input
 
@@ -22,7 +22,7 @@ def network_file(neurons: int, layers: int, seed: int = 0) -> Path:
     path = cache_dir() / f"radixnet-{neurons}x{layers}-seed{seed}.fsdm"
     if not path.is_file():
         say(f"generating {neurons} x {layers} (seed {seed}) into {path}")
-        save_network(generate(GeneratorParams(neurons, layers, seed)), path)
+        save_network(GeneratedNetwork(GeneratorParams(neurons, layers, seed)), path)
     return path
 
 

@@ -30,8 +30,9 @@ from fsd_inference.app.infer import InferOptions, run_inference
 from fsd_inference.model.binary import load_network
 from fsd_inference.model.reference import infer
 from fsd_inference.model.tsv import read_input
-from fsd_inference.partition import get_partitioner
-from fsd_inference.partition.plan import build_plan
+from fsd_inference.partition import Partitioner, get_partitioner
+from fsd_inference.partition.hypergraph import HypergraphPartitioner
+from fsd_inference.partition.plan import plan_traffic
 
 PARTITIONS = ("hypergraph", "random", "contiguous")
 
@@ -56,16 +57,20 @@ def run_bytes(name: str, network: Any, workers: int, seed: int) -> int:
     return int(result.metrics_document()["summary"]["totals"]["bytes_sent"])
 
 
+def partitioner(name: str) -> Partitioner:
+    """A registered partitioner, or ``stream``: the hypergraph model with every layer
+    partitioned in one streaming pass (what layers above STREAM_ABOVE vertices get)."""
+    return HypergraphPartitioner(stream_above=0) if name == "stream" else get_partitioner(name)
+
+
 def measure(name: str, network: Any, workers: int, seed: int) -> dict[str, Any]:
     say(f"partitioning with {name}")
     wall, cpu = time.perf_counter(), time.process_time()
-    owners = get_partitioner(name).partition(network, workers, seed)
+    owners = partitioner(name).partition(network, workers, seed)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    plan, _ = build_plan(network, owners, workers)
+    plan = plan_traffic(network, owners, workers)
     sent, copies = plan.neurons_per_layer, plan.copies.sum(axis=(1, 2))
-    work = np.array([np.bincount(owners[k], weights=np.diff(w.tocsc().indptr),
-                                 minlength=workers)
-                     for k, w in enumerate(network.layers, start=1)])
+    work = plan.work
     return {
         "partition": name, "seconds": wall, "cpu_seconds": cpu,
         "sent_total": int(sent.sum()), "sent_per_layer": sent.tolist(),
@@ -82,6 +87,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="partitioner seed")
     parser.add_argument("--per-layer", action="store_true", help="also print every layer")
+    parser.add_argument("--stream", action="store_true",
+                        help="also the streaming pass on every layer (against Mt-KaHyPar)")
     parser.add_argument("--json", help="write all numbers here")
     parser.add_argument("--run", action="store_true",
                         help="run the inference per partition to measure bytes sent")
@@ -90,11 +97,13 @@ def main() -> None:
     args = parser.parse_args()
     metrics = dict(item.split("=", 1) for item in args.infer_metrics)
     network = load_network(network_file(args.neurons, args.layers))
-    rows = [measure(name, network, args.workers, args.seed) for name in PARTITIONS]
+    names = (*PARTITIONS, "stream") if args.stream else PARTITIONS
+    rows = [measure(name, network, args.workers, args.seed) for name in names]
     for row in rows:
         given = metrics.get(row["partition"])
+        runnable = args.run and row["partition"] in PARTITIONS  # stream is no CLI name
         row["bytes_sent"] = (run_bytes(row["partition"], network, args.workers, args.seed)
-                             if args.run else measured_bytes(Path(given) if given else None))
+                             if runnable else measured_bytes(Path(given) if given else None))
 
     print(f"\n{args.neurons} x {args.layers}, {args.workers} workers, seed {args.seed}")
     header = (f"{'partition':<11} {'time s':>7} {'cpu s':>6} {'sent/layer':>10} "

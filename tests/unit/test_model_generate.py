@@ -173,3 +173,26 @@ def test_seeds_give_the_same_categories_on_mnist() -> None:
     assert 0 < categories[0].size < 400
     for other in categories[1:]:
         np.testing.assert_array_equal(other, categories[0])
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def test_the_period_keeps_the_first_strides_and_the_degrees() -> None:
+    assert GeneratorParams(1024, 1).cycle() == [1, 16]  # the demo network: all strides
+    assert GeneratorParams(1024, 1, period=1).cycle() == [1]
+    assert GeneratorParams(4096, 1, block=4, bias=-0.3).cycle() == [1, 8, 64]
+    network = generate(GeneratorParams(512, 4, seed=2, block=4, bias=-0.3, period=1))
+    for w in network.layers:
+        out_degree, in_degree = degrees(w)
+        assert np.all(out_degree == 32) and np.all(in_degree == 32)
+    # stride 1 only: a band, so two layers reach far fewer outputs than the full butterfly
+    banded = (pattern(network.layers[0]) @ pattern(network.layers[1])).nnz
+    full = generate(GeneratorParams(512, 4, seed=2, block=4, bias=-0.3))
+    assert banded < (pattern(full.layers[0]) @ pattern(full.layers[1])).nnz
+
+
+@pytest.mark.parametrize("period", [0, 3])
+def test_a_period_beyond_the_butterfly_is_a_config_error(period: int) -> None:
+    with pytest.raises(ConfigError, match=r"--period must be between 1 and 2"):
+        generate(GeneratorParams(1024, 1, period=period))

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fsd_inference.exceptions import ConfigError
+from fsd_inference.model.base import NetworkSource
 from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.network import Network
 from fsd_inference.strategy import Shape, Stage, compile_shape, shape_owners
@@ -90,7 +91,7 @@ def test_owners_give_each_stage_its_own_slots() -> None:
     shape = compile_shape("hybrid", 4, 6, 100, stages=2)  # 2 stages x 2 parts
     calls = []
 
-    def halves(sub: Network, parts: int) -> np.ndarray:
+    def halves(sub: NetworkSource, parts: int) -> np.ndarray:
         calls.append((sub.depth, parts))
         return np.tile(np.arange(sub.neurons) % parts, (sub.depth + 1, 1))
 
@@ -102,7 +103,7 @@ def test_owners_give_each_stage_its_own_slots() -> None:
 
 
 def test_a_stage_of_one_part_needs_no_partitioner() -> None:
-    def never(sub: Network, parts: int) -> np.ndarray:
+    def never(sub: NetworkSource, parts: int) -> np.ndarray:
         raise AssertionError("no partitioner for a single part")
 
     owners = shape_owners(_network(), compile_shape("pipeline", 2, 6, 100), never)

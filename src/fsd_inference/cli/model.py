@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from fsd_inference.cli import arguments
@@ -12,26 +13,45 @@ from fsd_inference.cli.common import (
     add_model_options,
     check_expected,
 )
-from fsd_inference.model.binary import SUFFIX, save_network
-from fsd_inference.model.generate import DEFAULT_BLOCK, GeneratorParams, generate
+from fsd_inference.exceptions import ConfigError
+from fsd_inference.model.base import NetworkSource
+from fsd_inference.model.binary import SUFFIX, NetworkWriter, save_network
+from fsd_inference.model.generate import (
+    CALIBRATED,
+    DEFAULT_BLOCK,
+    GeneratedNetwork,
+    GeneratorParams,
+)
 from fsd_inference.model.inputs import sample_input_path, upsample
-from fsd_inference.model.load import load_model
-from fsd_inference.model.network import Network
+from fsd_inference.model.load import open_model
 from fsd_inference.model.reference import InferenceResult, infer
-from fsd_inference.model.tsv import read_input, write_categories, write_input, write_network_dir
+from fsd_inference.model.tsv import read_input, write_categories, write_input, write_layer_file
 from fsd_inference.progress import Progress
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    params = GeneratorParams(args.neurons, args.layers, args.seed, args.block, args.bias)
+    """Generate layer by layer into the TSV folder and/or the bundle: one layer in memory."""
+    if not args.out and not args.binary:
+        raise ConfigError("fsd generate needs --out FOLDER, --binary FILE or both")
+    network = GeneratedNetwork(GeneratorParams(args.neurons, args.layers, args.seed, args.block,
+                                               args.bias, args.period))
     started = time.perf_counter()
-    network = generate(params)
-    paths = write_network_dir(network, args.out)
-    if args.binary:
-        save_network(network, args.binary)
+    progress = Progress("generate", quiet=args.quiet)
+    with ExitStack() as stack:
+        bundle = (stack.enter_context(NetworkWriter(args.binary, network.neurons, network.bias))
+                  if args.binary else None)
+        for k, layer in enumerate(network.iter_layers(), start=1):
+            if args.out:
+                write_layer_file(args.out, network.neurons, k, layer)
+            if bundle is not None:
+                bundle.add_layer(layer)
+            progress(k, network.depth)
+    where = " and ".join(str(p) for p in (args.out, args.binary) if p)
     print(
-        f"wrote {len(paths)} layers of {network.neurons} neurons ({network.edges:,} edges, "
-        f"bias {network.bias}) to {args.out} in {time.perf_counter() - started:.1f} s"
+        f"wrote {network.depth} layers of {network.neurons} neurons ({network.edges:,} edges, "
+        f"block {network.block}, strides {network.params.cycle()}, bias {network.bias}) to "
+        f"{where} in "
+        f"{time.perf_counter() - started:.1f} s"
     )
     return 0
 
@@ -39,6 +59,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_inputs(args: argparse.Namespace) -> int:
     source = Path(args.source) if args.source else sample_input_path()
     images = read_input(source, neurons=args.source_neurons)
+    if args.rows is not None:
+        if args.rows < 1:
+            raise ConfigError(f"--rows must be >= 1, got {args.rows}")
+        images = images[:args.rows]  # the first rows only: 65536 pixels x 10,000 is 1.5 GB
     out = upsample(images, args.neurons)
     write_input(out, args.out)
     print(f"wrote {out.shape[0]:,} inputs x {args.neurons} neurons ({out.nnz:,} nonzeros) "
@@ -47,14 +71,14 @@ def cmd_inputs(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    network = load_model(args.model, bias=args.bias)
-    save_network(network, args.out)
+    with open_model(args.model, bias=args.bias) as network:  # one layer in memory at a time
+        save_network(network, args.out)
     print(f"wrote {args.out}: {network.neurons} neurons x {network.depth} layers, "
           f"bias {network.bias}")
     return 0
 
 
-def _report(result: InferenceResult, network: Network, dtype: str) -> None:
+def _report(result: InferenceResult, network: NetworkSource, dtype: str) -> None:
     print(
         f"categories: {len(result.categories):,} of {result.inputs:,} inputs | "
         f"{network.neurons} neurons x {network.depth} layers, {dtype} | "
@@ -63,9 +87,9 @@ def _report(result: InferenceResult, network: Network, dtype: str) -> None:
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
-    network = load_model(args.model, bias=args.bias)
-    inputs = read_input(args.input, neurons=network.neurons, dtype=args.dtype)
-    result = infer(network, inputs, args.dtype, Progress("reference", quiet=args.quiet))
+    with open_model(args.model, bias=args.bias) as network:  # layers streamed, not loaded
+        inputs = read_input(args.input, neurons=network.neurons, dtype=args.dtype)
+        result = infer(network, inputs, args.dtype, Progress("reference", quiet=args.quiet))
     write_categories(result.categories, args.out)
     _report(result, network, args.dtype)
     return check_expected(result.categories, args.expect)
@@ -74,15 +98,24 @@ def cmd_reference(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen = sub.add_parser("generate", help="write a RadiX-Net style network (Graph Challenge "
                                           "layout)")
-    gen.add_argument("--neurons", type=arguments.neurons, required=True, help="neurons per layer N")
-    gen.add_argument("--layers", type=arguments.layers, required=True, help="number of layers L")
-    gen.add_argument("--seed", type=arguments.seed, default=0, help="relabelling seed (default 0)")
-    gen.add_argument("--block", type=arguments.positive_int, default=DEFAULT_BLOCK,
-                     help=f"dense block size B; radix = 32 / B (default {DEFAULT_BLOCK})")
+    gen.add_argument("--neurons", type=arguments.neurons, required=True,
+                     help="neurons per layer N")
+    gen.add_argument("--layers", type=arguments.layers, required=True,
+                     help="number of layers L")
+    gen.add_argument("--seed", type=arguments.seed, default=0,
+                     help="relabelling seed (default 0)")
+    gen.add_argument("--block", type=arguments.positive_int, default=None,
+                     help="dense block size B; radix = 32 / B (default calibrated by N: "
+                          + ", ".join(f"{n}: {b}" for n, (b, _) in CALIBRATED.items())
+                          + f", else {DEFAULT_BLOCK})")
+    gen.add_argument("--period", type=arguments.positive_int, default=None,
+                     help="strides the layers cycle through, the first PERIOD of the radix "
+                          "butterfly's (default calibrated by N, else all): fewer mix less")
     gen.add_argument("--bias", type=arguments.finite_float, default=None,
                      help="bias (default by N)")
-    gen.add_argument("--out", required=True, help="output folder")
-    gen.add_argument("--binary", help="also write the network as one .fsdm bundle here")
+    gen.add_argument("--out", help="output folder of n<N>-l<k>.tsv files")
+    gen.add_argument("--binary", help=f"write the network as one {SUFFIX} bundle here")
+    gen.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     gen.set_defaults(func=cmd_generate)
 
     inp = sub.add_parser("inputs", help="upsample the 32 x 32 MNIST inputs for a larger N")
@@ -91,6 +124,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inp.add_argument("--from", dest="source", help="input TSV to upsample (default: the sample)")
     inp.add_argument("--from-neurons", dest="source_neurons", type=arguments.neurons, default=1024,
                      help="pixels per image of --from, a square (default 1024 = 32 x 32)")
+    inp.add_argument("--rows", type=arguments.positive_int,
+                     help="only the first ROWS inputs (default all)")
     inp.add_argument("--out", required=True, help="output TSV (.gz to compress)")
     inp.set_defaults(func=cmd_inputs)
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 import numpy as np
 
 from fsd_inference.cli import arguments
 from fsd_inference.cli.common import add_model_options, write_json
-from fsd_inference.model.load import load_model
+from fsd_inference.model.base import NetworkSource
+from fsd_inference.model.load import open_model
 from fsd_inference.partition import PARTITIONERS
 from fsd_inference.partition.cache import ownership
-from fsd_inference.partition.plan import build_plan
+from fsd_inference.partition.plan import plan_traffic
 
 
 def _spread(values: np.ndarray) -> dict[str, float]:
@@ -19,13 +21,17 @@ def _spread(values: np.ndarray) -> dict[str, float]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    network = load_model(args.model, bias=args.bias)
+    with open_model(args.model, bias=args.bias) as network:  # streamed, layer by layer
+        return _plan(args, network)
+
+
+def _plan(args: argparse.Namespace, network: NetworkSource) -> int:
+    started = time.perf_counter()
     owned = ownership(network, args.partition, args.workers, args.seed)
-    plan, _ = build_plan(network, owned.owners, args.workers)
+    plan = plan_traffic(network, owned.owners, args.workers)
+    seconds = time.perf_counter() - started
     sent, copies = plan.neurons_per_layer, plan.copies.sum(axis=(1, 2))
-    work = np.array([np.bincount(owned.owners[k], weights=np.diff(w.tocsc().indptr),
-                                 minlength=args.workers)
-                     for k, w in enumerate(network.layers, start=1)])  # (L, P) nonzeros
+    work = plan.work  # (L, P) nonzeros
     imbalance = work.max(axis=1) / np.maximum(work.mean(axis=1), 1e-12)
     source = f"cached, {owned.path}" if owned.cached else f"partitioned, cached at {owned.path}"
     print(f"{args.partition} partition of {network.neurons} neurons x {network.depth} layers "
@@ -38,12 +44,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print("work per worker (nonzeros owned, all layers): "
           + ", ".join(f"{int(v):,}" for v in work.sum(axis=0))
           + f"; largest share / mean per layer: worst {imbalance.max():.3f}")
+    print(f"plan: {seconds:.1f} s in all (partition included)")
     if args.json:
         document = {
             "model": {"path": str(args.model), "neurons": network.neurons,
                       "layers": network.depth, "fingerprint": network.fingerprint()},
             "partition": {"name": args.partition, "workers": args.workers, "seed": args.seed,
-                          "seconds": owned.seconds, "cached": owned.cached,
+                          "seconds": owned.seconds, "plan_seconds": seconds,
+                          "cached": owned.cached,
                           "path": str(owned.path)},
             # columns sent (twins once) = words per input row; copies = |R_l(q, p)|
             "neurons_sent": {"total": int(sent.sum()), **_spread(sent),

@@ -71,13 +71,13 @@ from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
 from fsd_inference.constants import DEFAULT_DTYPE, DTYPES
 from fsd_inference.exceptions import ConfigError, FsdError
 from fsd_inference.metrics import WorkerMetrics
+from fsd_inference.model.base import NetworkSource
 from fsd_inference.model.binary import SUFFIX, save_network
-from fsd_inference.model.load import load_model
-from fsd_inference.model.network import Network
+from fsd_inference.model.load import open_model
 from fsd_inference.model.tsv import LAYER_FILE, read_input
 from fsd_inference.partition import PARTITIONERS
 from fsd_inference.partition.cache import cache_path, ownership
-from fsd_inference.partition.plan import WorkerShard, build_plan, save_shard
+from fsd_inference.partition.plan import CommPlan, write_shards
 from fsd_inference.storage import Storage, storage_for
 from fsd_inference.strategy import STRATEGIES, Shape, compile_shape, shape_owners
 
@@ -239,11 +239,13 @@ def choose_layers_per_block(request: PlanRequest, depth: int, mode: MapMode,
 # ----------------------------------------------------------------------------- loading
 
 
-def _load_network(storage: Storage, request: PlanRequest, directory: Path) -> Network:
+def _load_network(storage: Storage, request: PlanRequest, directory: Path) -> NetworkSource:
+    """The model downloaded to ``directory`` and opened lazily: planning reads it layer by
+    layer, so the step's memory holds a layer, not the network."""
     if request.model.endswith(SUFFIX):
         path = (storage.local_path(request.model)
                 or storage.get_file(request.model, directory / Path(request.model).name))
-        return load_model(path, bias=request.bias, dtype=request.dtype)
+        return open_model(path, bias=request.bias, dtype=request.dtype)
     prefix = request.model if request.model.endswith("/") else request.model + "/"
     layer_keys = [k for k in storage.keys(prefix) if LAYER_FILE.match(k[len(prefix):])]
     if not layer_keys:
@@ -252,10 +254,10 @@ def _load_network(storage: Storage, request: PlanRequest, directory: Path) -> Ne
     folder = directory / "model"
     with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
         list(pool.map(lambda k: storage.get_file(k, folder / k[len(prefix):]), layer_keys))
-    return load_model(folder, bias=request.bias, dtype=request.dtype)
+    return open_model(folder, bias=request.bias, dtype=request.dtype)
 
 
-def _load_inputs(storage: Storage, request: PlanRequest, network: Network,
+def _load_inputs(storage: Storage, request: PlanRequest, network: NetworkSource,
                  directory: Path) -> sp.csr_matrix:
     path = (storage.local_path(request.input)
             or storage.get_file(request.input, directory / Path(request.input).name))
@@ -265,7 +267,7 @@ def _load_inputs(storage: Storage, request: PlanRequest, network: Network,
     return inputs
 
 
-def _owners(storage: Storage, request: PlanRequest, network: Network, shape: Shape,
+def _owners(storage: Storage, request: PlanRequest, network: NetworkSource, shape: Shape,
             directory: Path, settings: CloudSettings) -> tuple[np.ndarray, bool]:
     """Owners for the shape, one partition per stage through partition.cache, with the
     bucket's plans/ as its backing store: a partition computed by any earlier execution
@@ -273,7 +275,7 @@ def _owners(storage: Storage, request: PlanRequest, network: Network, shape: Sha
     cached = []
     root = settings.partition_cache or directory
 
-    def partition(sub: Network, parts: int) -> np.ndarray:
+    def partition(sub: NetworkSource, parts: int) -> np.ndarray:
         local = cache_path(sub, request.partition, parts, request.seed, root)
         key = plan_key(local.name)
         if not local.is_file() and storage.exists(key):
@@ -288,23 +290,29 @@ def _owners(storage: Storage, request: PlanRequest, network: Network, shape: Sha
     return owners, bool(cached) and all(cached)
 
 
-def _upload_work(storage: Storage, run: RunInfo, shards: list[WorkerShard],
-                 inputs: sp.csr_matrix, directory: Path) -> None:
-    """One shard per slot (every row group shares them) and one input slice per task of
-    the first stage (its rows, its columns)."""
+def _upload_work(storage: Storage, run: RunInfo, network: NetworkSource,
+                 inputs: sp.csr_matrix, owners: np.ndarray, directory: Path,
+                 settings: CloudSettings) -> CommPlan:
+    """Shards are cut into local files layer by layer (write_shards), one per slot (every
+    row group shares them), checked against the function's memory, then uploaded with
+    one input slice per task of the first stage (its rows, its columns)."""
     shape = run.shape
     layout = run.layout
+    plan = write_shards(network, owners, shape.width,
+                        lambda slot: directory / f"shard-{slot}.fsdm")
+
+    check_memory(shape, network.neurons, plan, run.batch, run.dtype,
+                 settings.worker_memory_mb)
 
     def upload_shard(slot: int) -> None:
         path = directory / f"shard-{slot}.fsdm"
-        save_shard(shards[slot], path)
         storage.put_file(layout.shard(slot), path)
         path.unlink()
 
     def upload_input(task: int) -> None:
         info = shape.task(task)
         r0, r1 = shape.group_rows(info.group, run.batch)
-        columns = shards[info.slot].input_columns
+        columns = np.flatnonzero(owners[0] == info.slot)
         path = write_activations(
             directory / f"input-{task}.fsdm", sp.csr_matrix(inputs[r0:r1][:, columns]),
             columns, {"execution": run.execution, "worker": task, "layer": 0})
@@ -316,18 +324,18 @@ def _upload_work(storage: Storage, run: RunInfo, shards: list[WorkerShard],
     with ThreadPoolExecutor(min(UPLOAD_THREADS, max(shape.width, len(starters)))) as pool:
         list(pool.map(upload_shard, range(shape.width)))
         list(pool.map(upload_input, starters))
+    return plan
 
 
-def check_memory(shape: Shape, network: Network, shards: list[WorkerShard], batch: int,
-                 dtype: str, memory_mb: int) -> None:
+def check_memory(shape: Shape, neurons: int, plan: CommPlan, batch: int, dtype: str,
+                 memory_mb: int) -> None:
     """Refuse a shape whose largest task would not fit its function's memory: the
     weights it holds (CSR: index + value per edge) and a dense-enough bound on its
     activations (every row of its group, all its columns, in ``dtype``)."""
     itemsize = np.dtype(dtype).itemsize
-    weights = max(sum(layer.weights.nnz for layer in shard.layers) for shard in shards
-                  ) * (4 + itemsize)
+    weights = int(plan.work.sum(axis=0).max()) * (4 + itemsize)
     rows = shape.group_rows(0, batch)[1]
-    activations = 3 * rows * network.neurons * itemsize // max(1, shape.stages[0].parts)
+    activations = 3 * rows * neurons * itemsize // max(1, shape.stages[0].parts)
     needed_mb = (weights + activations) / 2**20 + RUNTIME_RESERVE_MB
     if needed_mb > memory_mb:
         raise RequestError(
@@ -391,9 +399,8 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
         if cached:
             notes.append("partition loaded from the plans/ cache")
         tick = time.perf_counter()
-        plan, shards = build_plan(network, owners, shape.width)
-        check_memory(shape, network, shards, run.batch, run.dtype, settings.worker_memory_mb)
-        _upload_work(storage, run, shards, inputs, directory)
+        plan = _upload_work(storage, run, network, inputs, owners, directory, settings)
+        network.close()
         phases["upload_s"] = time.perf_counter() - tick
 
     manifest = {
@@ -404,7 +411,7 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
         "history_events": history_events(run.workers, run.blocks, run.map),
         "plan": {
             "shape": shape.to_dict(),
-            "edges": network.edges,
+            "edges": int(plan.work.sum()),  # every weight is in exactly one shard
             "neuron_copies_total": int(plan.copies.sum()),
             "neurons_sent_total": plan.total_neurons,
             "neurons_sent_per_layer": plan.neurons_per_layer.tolist(),

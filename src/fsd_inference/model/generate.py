@@ -22,6 +22,8 @@ few percent of MNIST rows survive 120 layers, as with the published networks.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,12 +31,33 @@ import scipy.sparse as sp
 
 from fsd_inference.constants import EDGES_PER_NEURON, GENERATED_WEIGHT
 from fsd_inference.exceptions import ConfigError
-from fsd_inference.model.network import Network, resolve_bias
+from fsd_inference.model.base import NetworkSource
+from fsd_inference.model.network import Network, materialise, resolve_bias
 
-# Calibrated on the shipped MNIST sample (1024 x 120, 10,000 rows): block 2 (radix 16)
-# categorises 298 rows (2.98%), the published network 1,812 of 60,000 (3.02%). Blocks of
-# 1 / 4 / 8 / 16 give 29 / 1,828 / 935 / 2,034 rows. See README "Generator".
+# Calibration (bench/calibration.py, README "Generator"): the categorised fraction of the
+# upsampled MNIST sample after 120 layers falls as a stride cycle mixes more of the M
+# super-nodes (r^D of them, D strides): the band of stride 1 alone keeps 63% at 1024, a
+# complete butterfly (r^D = M) 0.3%. At 1024 block 2 (radix 16, strides 1 and 16: half the
+# super-nodes) categorises 298 of 10,000 rows (2.98%), the published network 1,812 of
+# 60,000 (3.02%). Each N takes the block whose butterfly mixes half the super-nodes in one
+# cycle (r^D = M / 2), with the largest radix where two blocks do: 4096 -> 4 (4.75%),
+# 16384 -> 2 (1.0%), 65536 -> 1 (0.5%); every other block is further from 3%.
 DEFAULT_BLOCK = 2
+# N -> (block, period); period None: every stride of the radix-r butterfly.
+CALIBRATED: dict[int, tuple[int, int | None]] = {
+    1024: (2, None), 4096: (4, None), 16384: (2, None), 65536: (1, None),
+}
+
+
+def default_block(neurons: int) -> int:
+    """The calibrated block size for ``neurons`` (DEFAULT_BLOCK where none was measured)."""
+    return CALIBRATED.get(neurons, (DEFAULT_BLOCK, None))[0]
+
+
+def default_period(neurons: int, block: int) -> int | None:
+    """The calibrated period for ``neurons`` when ``block`` is the calibrated block."""
+    calibrated_block, period = CALIBRATED.get(neurons, (DEFAULT_BLOCK, None))
+    return period if block == calibrated_block else None
 
 
 @dataclass(frozen=True)
@@ -42,26 +65,44 @@ class GeneratorParams:
     neurons: int
     layers: int
     seed: int = 0
-    block: int = DEFAULT_BLOCK
+    block: int | None = None  # None: calibrated by N (default_block)
     bias: float | None = None
+    period: int | None = None  # strides per cycle; None: calibrated by N, else all
+
+    @property
+    def block_size(self) -> int:
+        return default_block(self.neurons) if self.block is None else self.block
+
+    def cycle(self) -> list[int]:
+        """The strides the layers cycle through: the first ``period`` of the butterfly's."""
+        block = self.block_size
+        every = strides(self.neurons // block, EDGES_PER_NEURON // block)
+        period = self.period if self.period is not None else default_period(self.neurons, block)
+        return every if period is None else every[:period]
 
     @property
     def radix(self) -> int:
-        return EDGES_PER_NEURON // self.block
+        return EDGES_PER_NEURON // self.block_size
 
     def validate(self) -> None:
+        block = self.block_size
         if self.layers < 1:
             raise ConfigError(f"--layers must be >= 1, got {self.layers}")
-        if self.block < 1 or EDGES_PER_NEURON % self.block or self.block == EDGES_PER_NEURON:
+        if block < 1 or EDGES_PER_NEURON % block or block == EDGES_PER_NEURON:
             choices = [b for b in range(1, EDGES_PER_NEURON) if EDGES_PER_NEURON % b == 0]
-            raise ConfigError(f"--block must be one of {choices}, got {self.block}")
-        if self.neurons % self.block:
-            raise ConfigError(f"--neurons {self.neurons} is not divisible by --block {self.block}")
-        if self.neurons // self.block < self.radix:
+            raise ConfigError(f"--block must be one of {choices}, got {block}")
+        if self.neurons % block:
+            raise ConfigError(f"--neurons {self.neurons} is not divisible by --block {block}")
+        if self.neurons // block < self.radix:
             raise ConfigError(
                 f"--neurons {self.neurons} is too small: needs at least "
-                f"{self.radix * self.block} for block {self.block}"
+                f"{self.radix * block} for block {block}"
             )
+        if self.period is not None:
+            most = len(strides(self.neurons // block, self.radix))
+            if not 1 <= self.period <= most:
+                raise ConfigError(f"--period must be between 1 and {most} for {self.neurons} "
+                                  f"neurons and block {block}, got {self.period}")
 
 
 def strides(supernodes: int, radix: int) -> list[int]:
@@ -72,37 +113,90 @@ def strides(supernodes: int, radix: int) -> list[int]:
     return result
 
 
-def base_layer(neurons: int, block: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source and target neuron ids of one unpermuted layer (0-based)."""
+def layer_targets(neurons: int, block: int, stride: int) -> np.ndarray:
+    """``(N, 32)``: the targets of every unrelabelled source neuron in one layer (0-based).
+
+    Source ``u = m * B + a`` (super-node m, position a in its block) feeds
+    ``((m + t * stride) mod M) * B + b`` for every t < r and b < B: the same 32 targets
+    for every a of a block (the dense Kronecker block).
+    """
     radix = EDGES_PER_NEURON // block
     supernodes = neurons // block
-    m = np.arange(supernodes).reshape(-1, 1, 1, 1)
-    t = np.arange(radix).reshape(1, -1, 1, 1)
-    a = np.arange(block).reshape(1, 1, -1, 1)
-    b = np.arange(block).reshape(1, 1, 1, -1)
-    shape = (supernodes, radix, block, block)
-    source = np.broadcast_to(m * block + a, shape)
-    target = np.broadcast_to(((m + t * stride) % supernodes) * block + b, shape)
-    return source.ravel(), target.ravel()
+    m = np.arange(supernodes)
+    fed = (m[:, None] + np.arange(radix)[None, :] * stride) % supernodes  # (M, r)
+    targets = (fed[:, :, None] * block + np.arange(block)).reshape(supernodes, -1)
+    return np.repeat(targets, block, axis=0)
+
+
+def build_layer(neurons: int, block: int, stride: int, labels: np.ndarray,
+                next_labels: np.ndarray) -> sp.csr_matrix:
+    """One relabelled layer, built straight into CSR (rows of exactly 32 sorted ids):
+    no COO sort, so a 65536-neuron layer takes milliseconds, not seconds."""
+    columns = next_labels[layer_targets(neurons, block, stride)]
+    indices = np.empty_like(columns, dtype=np.int32)
+    indices[labels] = columns  # row labels[u] holds source u's edges
+    indices.sort(axis=1)
+    indptr = np.arange(neurons + 1, dtype=np.int32) * EDGES_PER_NEURON
+    weights = np.full(indices.size, GENERATED_WEIGHT)
+    layer = sp.csr_matrix((weights, indices.ravel(), indptr), shape=(neurons, neurons))
+    layer.has_sorted_indices = True
+    return layer
+
+
+class GeneratedNetwork(NetworkSource):
+    """The generated network, made layer by layer on demand (never held whole).
+
+    Layer k needs the relabelling permutations k - 1 and k, drawn in sequence from one
+    seeded generator, so :meth:`iter_layers` walks them once and a lone :meth:`layer`
+    call replays the draws before it (one permutation of N per layer: cheap).
+    """
+
+    def __init__(self, params: GeneratorParams) -> None:
+        params.validate()
+        self.params = params
+        self.neurons = params.neurons
+        self.bias = resolve_bias(params.neurons, params.bias)
+        self.block = params.block_size
+        self._strides = params.cycle()
+
+    @property
+    def depth(self) -> int:
+        return self.params.layers
+
+    @property
+    def edges(self) -> int:
+        return EDGES_PER_NEURON * self.neurons * self.depth
+
+    def _labels(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(input labels, output labels) of layer 1, 2, ... in order."""
+        rng = np.random.default_rng(self.params.seed)
+        labels = np.arange(self.neurons)  # input side of layer 1: pixel ids, never renamed
+        for _ in range(self.depth):
+            next_labels = rng.permutation(self.neurons)
+            yield labels, next_labels
+            labels = next_labels
+
+    def _build(self, k: int, labels: np.ndarray, next_labels: np.ndarray,
+               dtype: str | None) -> sp.csr_matrix:
+        stride = self._strides[(k - 1) % len(self._strides)]
+        layer = build_layer(self.neurons, self.block, stride, labels, next_labels)
+        return layer if dtype is None else layer.astype(dtype)
+
+    def _layer(self, k: int, dtype: str | None) -> sp.csr_matrix:
+        labels, next_labels = next(itertools.islice(self._labels(), k - 1, None))
+        return self._build(k, labels, next_labels, dtype)
+
+    def iter_layers(self, start: int = 1, stop: int | None = None, dtype: str | None = None
+                    ) -> Iterator[sp.csr_matrix]:
+        last = self.depth if stop is None else stop
+        for k, (labels, next_labels) in enumerate(self._labels(), start=1):
+            if k > last:
+                return
+            if k >= start:
+                yield self._build(k, labels, next_labels, dtype)
 
 
 def generate(params: GeneratorParams) -> Network:
-    """Build the network; deterministic for a given parameter set (seed included)."""
-    params.validate()
-    bias = resolve_bias(params.neurons, params.bias)
-    rng = np.random.default_rng(params.seed)
-    cycle = strides(params.neurons // params.block, params.radix)
-    labels = np.arange(params.neurons)  # input side of layer 1: pixel ids, never renamed
-    layers = []
-    for k in range(params.layers):
-        source, target = base_layer(params.neurons, params.block, cycle[k % len(cycle)])
-        next_labels = rng.permutation(params.neurons)
-        weights = np.full(source.size, GENERATED_WEIGHT)
-        layer = sp.csr_matrix(
-            (weights, (labels[source], next_labels[target])),
-            shape=(params.neurons, params.neurons),
-        )
-        layer.sort_indices()
-        layers.append(layer)
-        labels = next_labels
-    return Network(neurons=params.neurons, layers=tuple(layers), bias=bias)
+    """Build the whole network in memory; deterministic for a given parameter set (seed
+    included). Large networks: iterate :class:`GeneratedNetwork` instead."""
+    return materialise(GeneratedNetwork(params))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,15 +9,17 @@ import scipy.sparse as sp
 
 from fsd_inference.constants import DEFAULT_BIAS_BY_NEURONS, DTYPES
 from fsd_inference.exceptions import ConfigError, ModelError
+from fsd_inference.model.base import NetworkSource
 
 
 @dataclass(frozen=True)
-class Network:
-    """A Graph Challenge network.
+class Network(NetworkSource):
+    """A Graph Challenge network held whole in memory (small networks, tests).
 
     ``layers[k]`` is W_{k+1} as CSR with rows = input neurons and columns = output
     neurons, so one layer is ``Y @ W`` (the orientation of the published files,
-    ``row<TAB>col<TAB>value`` with row the source neuron).
+    ``row<TAB>col<TAB>value`` with row the source neuron). Large networks are read
+    layer by layer through :class:`~fsd_inference.model.base.NetworkSource` instead.
     """
 
     neurons: int
@@ -41,18 +42,13 @@ class Network:
 
     @property
     def edges(self) -> int:
-        """Total stored weights over all layers (the Graph Challenge edge count)."""
         return int(sum(w.nnz for w in self.layers))
 
-    def fingerprint(self) -> str:
-        """A content hash (structure, weights, bias): the key for cached plans and shards."""
-        digest = hashlib.sha256(f"{self.neurons}:{self.depth}:{self.bias!r}".encode())
-        for w in self.layers:
-            csr = w.astype(np.float64)
-            csr.sort_indices()
-            for array in (csr.indptr.astype(np.int64), csr.indices.astype(np.int64), csr.data):
-                digest.update(np.ascontiguousarray(array).tobytes())
-        return digest.hexdigest()[:16]
+    def _layer(self, k: int, dtype: str | None) -> sp.csr_matrix:
+        w = self.layers[k - 1]
+        if dtype is None or w.dtype == resolve_dtype(dtype):
+            return w
+        return w.astype(dtype)
 
     def astype(self, dtype: str) -> Network:
         """The same network with weights in ``dtype`` (a no-op when it already is)."""
@@ -60,6 +56,13 @@ class Network:
         if all(w.dtype == target for w in self.layers):
             return self
         return Network(self.neurons, tuple(w.astype(target) for w in self.layers), self.bias)
+
+
+def materialise(source: NetworkSource, dtype: str | None = None) -> Network:
+    """Every layer of ``source`` in memory (for small networks and tests)."""
+    if isinstance(source, Network) and dtype is None:
+        return source
+    return Network(source.neurons, tuple(source.iter_layers(dtype=dtype)), source.bias)
 
 
 def resolve_dtype(dtype: str) -> np.dtype[np.floating]:

@@ -20,7 +20,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from fsd_inference.constants import ACTIVATION_CAP
-from fsd_inference.model.network import Network, resolve_dtype
+from fsd_inference.model.base import NetworkSource
+from fsd_inference.model.network import resolve_dtype
 
 
 def activate(z: sp.csr_matrix, bias: float) -> sp.csr_matrix:
@@ -58,20 +59,26 @@ class InferenceResult:
 
 
 def infer(
-    network: Network,
+    network: NetworkSource,
     inputs: sp.csr_matrix,
     dtype: str = "float64",
     progress: Callable[[int, int], None] | None = None,
 ) -> InferenceResult:
-    """Run all layers on one core. ``progress(done, total)`` is called after each layer."""
+    """Run all layers on one core. ``progress(done, total)`` is called after each layer.
+
+    Layers are streamed from ``network`` one at a time (read, used, dropped), so memory
+    holds the activations and one layer whatever the depth. ``seconds`` counts reading
+    the layers too: for a bundle or a generated network that is part of the run.
+    """
     target = resolve_dtype(dtype)
-    weights = network.astype(dtype).layers
     y = sp.csr_matrix(inputs, dtype=target, copy=True)
     y.sort_indices()
+    edges = 0
     start = time.perf_counter()
-    for k, w in enumerate(weights, start=1):
+    for k, w in enumerate(network.iter_layers(dtype=dtype), start=1):
         y = layer_step(y, w, network.bias)
+        edges += w.nnz
         if progress is not None:
             progress(k, network.depth)
     seconds = time.perf_counter() - start
-    return InferenceResult(categories_of(y), y, seconds, network.edges, inputs.shape[0])
+    return InferenceResult(categories_of(y), y, seconds, edges, inputs.shape[0])

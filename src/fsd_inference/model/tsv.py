@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from fsd_inference.exceptions import InputFormatError, ModelError
+from fsd_inference.model.base import NetworkSource
 from fsd_inference.model.network import Network, resolve_bias
 
 MAX_INDEX = 2**31 - 1  # row / column ids beyond this are not a plausible network
@@ -316,16 +317,18 @@ def _write_triples(path: Path, matrix: sp.spmatrix) -> None:
                 out.write(_format_triples(rows[window], cols[window], values[window]))
 
 
-def write_network_dir(network: Network, directory: Path | str) -> list[Path]:
-    """Write ``n{N}-l{k}.tsv`` for every layer; each file appears atomically."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k, layer in enumerate(network.layers, start=1):
-        path = directory / f"n{network.neurons}-l{k}.tsv"
-        _write_triples(path, layer)
-        paths.append(path)
-    return paths
+def write_layer_file(directory: Path | str, neurons: int, k: int, layer: sp.spmatrix) -> Path:
+    """Write ``n{N}-l{k}.tsv`` (atomically) into ``directory``, created if needed."""
+    path = Path(directory) / f"n{neurons}-l{k}.tsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_triples(path, layer)
+    return path
+
+
+def write_network_dir(network: NetworkSource, directory: Path | str) -> list[Path]:
+    """Write ``n{N}-l{k}.tsv`` for every layer, one layer in memory at a time."""
+    return [write_layer_file(directory, network.neurons, k, layer)
+            for k, layer in enumerate(network.iter_layers(), start=1)]
 
 
 def write_input(matrix: sp.spmatrix, path: Path | str) -> None:

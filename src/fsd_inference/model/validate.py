@@ -32,28 +32,37 @@ _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
 
 
 def check_npz_members(path: Path) -> None:
-    """Every member's declared size is possible for its compressed size, and its ``.npy``
-    header describes exactly that many bytes (numpy allocates from the header)."""
+    """Every member of the bundle passes :func:`check_npz_member`."""
     try:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
-                bound = info.compress_size * DEFLATE_MAX_RATIO + SMALL_MEMBER_BYTES
-                if info.file_size > bound:
-                    raise InputFormatError(path, f"member {info.filename} declares "
-                                                 f"{info.file_size:,} bytes from "
-                                                 f"{info.compress_size:,} compressed: forged")
-                with archive.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    read_header = _HEADER_READERS.get(version)
-                    if read_header is None:
-                        raise ValueError(f"member {info.filename}: .npy version {version}")
-                    shape, _, dtype = read_header(member)
-                    header_end = member.tell()
-                need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-                if dtype.hasobject or need + header_end != info.file_size:
-                    raise InputFormatError(path, f"member {info.filename}: its header "
-                                                 f"describes {need:,} bytes of {dtype}, the "
-                                                 f"member holds {info.file_size - header_end:,}")
+                check_npz_member(path, archive, info)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, ValueError, OSError,
+            EOFError, NotImplementedError, KeyError) as exc:
+        raise InputFormatError(path, f"not a readable fsd-bundle file ({exc})") from exc
+
+
+def check_npz_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """The member's declared size is possible for its compressed size, and its ``.npy``
+    header describes exactly that many bytes (numpy allocates from the header)."""
+    try:
+        bound = info.compress_size * DEFLATE_MAX_RATIO + SMALL_MEMBER_BYTES
+        if info.file_size > bound:
+            raise InputFormatError(path, f"member {info.filename} declares "
+                                         f"{info.file_size:,} bytes from "
+                                         f"{info.compress_size:,} compressed: forged")
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = _HEADER_READERS.get(version)
+            if read_header is None:
+                raise ValueError(f"member {info.filename}: .npy version {version}")
+            shape, _, dtype = read_header(member)
+            header_end = member.tell()
+        need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+        if dtype.hasobject or need + header_end != info.file_size:
+            raise InputFormatError(path, f"member {info.filename}: its header "
+                                         f"describes {need:,} bytes of {dtype}, the "
+                                         f"member holds {info.file_size - header_end:,}")
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, ValueError, OSError,
             EOFError, NotImplementedError, KeyError) as exc:
         raise InputFormatError(path, f"not a readable fsd-bundle file ({exc})") from exc
@@ -67,9 +76,20 @@ def check_csr(path: Path | str, prefix: str, arrays: dict[str, np.ndarray]) -> t
 
     try:
         shape_array = arrays[f"{prefix}.shape"]
-        indptr, indices = arrays[f"{prefix}.indptr"], arrays[f"{prefix}.indices"]
+        indices = arrays[f"{prefix}.indices"]
+        # format v2: rows of one degree store it once instead of their pointers
+        degree = arrays.get(f"{prefix}.degree")
+        indptr = arrays[f"{prefix}.indptr"] if degree is None else None
     except KeyError as exc:
         raise fail(f"member {exc} is missing") from None
+    if degree is not None:
+        if degree.ndim != 1 or degree.size != 1 or degree.dtype.kind not in "iu" \
+                or int(degree[0]) < 0:
+            raise fail("degree must be one non-negative integer")
+        if shape_array.ndim != 1 or shape_array.size != 2:
+            raise fail("shape must be two sizes")
+        indptr = np.arange(int(shape_array[0]) + 1, dtype=np.int64) * int(degree[0])
+    assert indptr is not None
     for name, array in (("shape", shape_array), ("indptr", indptr), ("indices", indices)):
         if array.ndim != 1 or array.dtype.kind not in "iu":
             raise fail(f"{name} must be a vector of integers, not {array.dtype} {array.shape}")

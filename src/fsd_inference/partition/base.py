@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from fsd_inference.exceptions import ConfigError
-from fsd_inference.model.network import Network
+from fsd_inference.model.base import NetworkSource
 
 
 class Partitioner(ABC):
@@ -20,7 +20,7 @@ class Partitioner(ABC):
 
     name: str = ""
 
-    def partition(self, network: Network, parts: int, seed: int = 0) -> np.ndarray:
+    def partition(self, network: NetworkSource, parts: int, seed: int = 0) -> np.ndarray:
         if parts < 1:
             raise ConfigError(f"--workers must be >= 1, got {parts}")
         owners = np.asarray(self._owners(network, parts, seed), dtype=np.int32)
@@ -34,5 +34,5 @@ class Partitioner(ABC):
         return owners
 
     @abstractmethod
-    def _owners(self, network: Network, parts: int, seed: int) -> np.ndarray:
+    def _owners(self, network: NetworkSource, parts: int, seed: int) -> np.ndarray:
         """Owners as ``(N,)`` (one partition for all layers) or ``(L + 1, N)``."""

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from fsd_inference.config import cache_dir as default_cache_dir
-from fsd_inference.model.network import Network
+from fsd_inference.model.base import NetworkSource
 from fsd_inference.model.tsv import atomic_path
 from fsd_inference.partition import get_partitioner
 
 # Part of every key: bump it when a partitioner's output for the same inputs changes,
 # so partitions cached by an older version are not reused.
-REVISION = 1
+REVISION = 2  # 2: layers above hypergraph.STREAM_ABOVE vertices are streamed
 SUBDIR = "partitions"
 
 
@@ -37,14 +37,14 @@ class Ownership:
     path: Path
 
 
-def cache_path(network: Network, partitioner: str, workers: int, seed: int,
+def cache_path(network: NetworkSource, partitioner: str, workers: int, seed: int,
                cache_dir: Path | str | None = None) -> Path:
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     name = f"{network.fingerprint()}-{partitioner}-p{workers}-s{seed}-v{REVISION}.npy"
     return root / SUBDIR / name
 
 
-def ownership(network: Network, partitioner: str, workers: int, seed: int = 0,
+def ownership(network: NetworkSource, partitioner: str, workers: int, seed: int = 0,
               cache_dir: Path | str | None = None) -> Ownership:
     """The cached ownership if there is a valid one, else partition now and store it."""
     path = cache_path(network, partitioner, workers, seed, cache_dir)
@@ -59,13 +59,13 @@ def ownership(network: Network, partitioner: str, workers: int, seed: int = 0,
     return Ownership(owners, False, seconds, path)
 
 
-def owners_for(network: Network, partitioner: str, workers: int, seed: int = 0,
+def owners_for(network: NetworkSource, partitioner: str, workers: int, seed: int = 0,
                cache_dir: Path | str | None = None) -> np.ndarray:
     """Owners ``(L + 1, N)`` for ``build_plan``: from the cache, or partitioned once."""
     return ownership(network, partitioner, workers, seed, cache_dir).owners
 
 
-def _read(path: Path, network: Network, workers: int) -> np.ndarray | None:
+def _read(path: Path, network: NetworkSource, workers: int) -> np.ndarray | None:
     if not path.is_file():
         return None
     try:

@@ -65,11 +65,15 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from fsd_inference.model.network import Network
+from fsd_inference.model.base import NetworkSource
 from fsd_inference.partition.base import Partitioner
-from fsd_inference.partition.plan import twin_classes
+from fsd_inference.partition.plan import distinct, twin_classes
+from fsd_inference.partition.stream import stream_partition
 
 EPSILON = 0.03  # allowed imbalance of each layer's work, see the module docstring
+# Layers with more vertices (twin classes) than this are partitioned in one streaming pass
+# (partition.stream): Mt-KaHyPar took ~30 s a layer at 65536 (no twins, 62 blocks) here.
+STREAM_ABOVE = 40_000
 _THREADS = 1  # results must not depend on the machine's core count
 
 # The pinned mtkahypar 1.7's "deterministic" preset with c-t 160 -> 20 (coarsening limit
@@ -140,16 +144,17 @@ class HypergraphPartitioner(Partitioner):
 
     name = "hypergraph"
 
-    def __init__(self, epsilon: float = EPSILON) -> None:
+    def __init__(self, epsilon: float = EPSILON, stream_above: int = STREAM_ABOVE) -> None:
         self.epsilon = epsilon
+        self.stream_above = stream_above
 
-    def _owners(self, network: Network, parts: int, seed: int) -> np.ndarray:
+    def _owners(self, network: NetworkSource, parts: int, seed: int) -> np.ndarray:
         neurons = network.neurons
         owners = np.zeros((network.depth + 1, neurons), dtype=np.int64)
         if parts == 1:
             return owners
         source_class = np.arange(neurons)  # Y_0 has no twins
-        for layer, weights in enumerate(network.layers, start=1):
+        for layer, weights in enumerate(network.iter_layers(), start=1):
             csr = _canonical(weights)
             # twins (identical columns) travel once and compute alike: one vertex each class
             classes = np.unique(twin_classes(csr, neurons), return_inverse=True)[1].ravel()
@@ -168,7 +173,7 @@ class HypergraphPartitioner(Partitioner):
             owners[layer] = chosen[classes]
             source_class = classes
         # the inputs last, each towards the owners of its consumers in Y_1
-        first = _canonical(network.layers[0])
+        first = _canonical(network.layer(1))
         rows = np.repeat(np.arange(neurons), np.diff(first.indptr))
         nets = _nets(rows, neurons + owners[1][first.indices], np.arange(neurons), neurons,
                      neurons + parts)
@@ -183,6 +188,18 @@ class HypergraphPartitioner(Partitioner):
         if np.count_nonzero(weights) <= parts or int(weights.max()) > bound:
             return deal_by_weight(weights, parts)
         free = int(weights.size)
+        if free > self.stream_above:  # too large for Mt-KaHyPar in seconds: one greedy pass
+            owners = stream_partition(nets, weights, parts, bound, seed)
+        else:
+            owners = self._multilevel(nets, weights, parts, terminals, seed, bound)
+        if np.bincount(owners, weights=weights, minlength=parts).max() > bound:
+            return deal_by_weight(weights, parts)  # no partition met the bound
+        return owners
+
+    def _multilevel(self, nets: list[list[int]], weights: np.ndarray, parts: int,
+                    terminals: bool, seed: int, bound: int) -> np.ndarray:
+        """Mt-KaHyPar's partition of the free vertices (terminals pinned to their blocks)."""
+        free = int(weights.size)
         context = _context(parts, self.epsilon, seed)
         # terminals weigh 1: Mt-KaHyPar 1.7 ignores the pin of a zero-weight fixed vertex
         node_weights = weights.tolist() + ([1] * parts if terminals else [])
@@ -192,10 +209,7 @@ class HypergraphPartitioner(Partitioner):
         if terminals:
             hypergraph.add_fixed_vertices([-1] * free + list(range(parts)), parts)
         result = hypergraph.partition(context)
-        owners = np.asarray(result.get_partition(), dtype=np.int64)[:free]
-        if np.bincount(owners, weights=weights, minlength=parts).max() > bound:
-            return deal_by_weight(weights, parts)  # not seen in practice; keeps the bound
-        return owners
+        return np.asarray(result.get_partition(), dtype=np.int64)[:free]
 
 
 def deal_by_weight(weights: np.ndarray, parts: int) -> np.ndarray:
@@ -237,7 +251,7 @@ def _nets(group: np.ndarray, pins: np.ndarray, own: np.ndarray | None, groups: i
     if own is not None:
         group = np.concatenate([group, np.arange(groups)])
         pins = np.concatenate([pins, np.asarray(own, dtype=np.int64)])
-    key = np.unique(group * width + pins)
+    key = distinct(group * width + pins)
     bounds = np.concatenate([[0], np.cumsum(np.bincount(key // width, minlength=groups))])
     values = (key % width).tolist()
     return [values[a:b] for a, b in itertools.pairwise(bounds.tolist()) if b > a + 1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fsd_inference.model.network import Network
+from fsd_inference.model.base import NetworkSource
 from fsd_inference.partition.base import Partitioner
 
 
@@ -13,7 +13,7 @@ class ContiguousPartitioner(Partitioner):
 
     name = "contiguous"
 
-    def _owners(self, network: Network, parts: int, seed: int) -> np.ndarray:
+    def _owners(self, network: NetworkSource, parts: int, seed: int) -> np.ndarray:
         return (np.arange(network.neurons) * parts) // network.neurons
 
 
@@ -22,6 +22,6 @@ class RandomPartitioner(Partitioner):
 
     name = "random"
 
-    def _owners(self, network: Network, parts: int, seed: int) -> np.ndarray:
+    def _owners(self, network: NetworkSource, parts: int, seed: int) -> np.ndarray:
         balanced = (np.arange(network.neurons) * parts) // network.neurons
         return np.random.default_rng(seed).permutation(balanced)

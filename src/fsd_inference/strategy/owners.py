@@ -12,22 +12,39 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
-from fsd_inference.model.network import Network
+from fsd_inference.model.base import NetworkSource
 from fsd_inference.strategy.shape import Shape
 
 # (sub-network, parts) -> owners of shape (sub.depth + 1, N) in 0..parts-1
-Partition = Callable[[Network, int], np.ndarray]
+Partition = Callable[[NetworkSource, int], np.ndarray]
 
 
-def sub_network(network: Network, first: int, last: int) -> Network:
+class LayerRange(NetworkSource):
+    """Layers ``first..last`` (1-based, inclusive) of another source, as a network of
+    their own (a pipeline stage's): read through, never copied."""
+
+    def __init__(self, source: NetworkSource, first: int, last: int) -> None:
+        self.source, self.first, self.last = source, first, last
+        self.neurons, self.bias = source.neurons, source.bias
+
+    @property
+    def depth(self) -> int:
+        return self.last - self.first + 1
+
+    def _layer(self, k: int, dtype: str | None) -> sp.csr_matrix:
+        return self.source.layer(self.first + k - 1, dtype)
+
+
+def sub_network(network: NetworkSource, first: int, last: int) -> NetworkSource:
     """Layers ``first..last`` (1-based, inclusive) as a network of their own."""
     if first == 1 and last == network.depth:
         return network
-    return Network(network.neurons, network.layers[first - 1:last], network.bias)
+    return LayerRange(network, first, last)
 
 
-def shape_owners(network: Network, shape: Shape, partition: Partition) -> np.ndarray:
+def shape_owners(network: NetworkSource, shape: Shape, partition: Partition) -> np.ndarray:
     """Owners ``(L + 1, N)`` as slot ids ``0..shape.width - 1``."""
     owners = np.zeros((network.depth + 1, network.neurons), dtype=np.int32)
     for offset, stage in zip(shape.stage_offsets(), shape.stages, strict=True):
