@@ -8,19 +8,30 @@ import sys
 from collections.abc import Sequence
 
 from fsd_inference import __version__
-from fsd_inference.cli import infer, model, plan, run
+from fsd_inference.cli import infer, model, plan, report, run
+from fsd_inference.cli.common import HelpFormatter
 from fsd_inference.exceptions import FsdError
+from fsd_inference.output import human_lines_to_stderr
 
 # Modules with ``register(subparsers)``; their order is the order of ``fsd --help``.
-COMMANDS = (model, plan, infer, run)
+COMMANDS = (model, plan, infer, run, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fsd", description="Serverless distributed inference of sparse DNNs."
-    )
+        prog="fsd", formatter_class=HelpFormatter,
+        description="Serverless distributed inference of sparse DNNs: the Graph Challenge "
+                    "inference split across workers that exchange activations every layer, "
+                    "locally or on AWS Lambda + Step Functions.",
+        epilog="start with:\n"
+               "  fsd run                      the demo: the whole serverless application "
+               "on an embedded local AWS\n"
+               "  fsd run --json - | jq .summary.totals   the same, metrics on stdout\n"
+               "  fsd COMMAND --help           what a command does, its options and "
+               "examples")
     parser.add_argument("--version", action="version", version=f"fsd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands")
     for command in COMMANDS:
         command.register(sub)
     return parser
@@ -30,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        with human_lines_to_stderr(getattr(args, "json", None)):
+            return int(args.func(args))
     except FsdError as exc:
         print(f"fsd {args.command}: error: {exc}", file=sys.stderr)
         return 2

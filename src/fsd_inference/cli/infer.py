@@ -7,9 +7,12 @@ import time
 
 from fsd_inference.channels import AWS_TRANSPORTS, TRANSPORTS, ChannelConfig
 from fsd_inference.cli.common import (
-    add_compute_options,
-    add_model_options,
+    Subparsers,
+    add_command,
     check_expected,
+    compute_options,
+    json_options,
+    model_options,
     say,
     write_json,
 )
@@ -54,13 +57,28 @@ def _infer(args: argparse.Namespace, aws: AwsConfig) -> int:
         f"({int(totals['frames_sent']):,} frames)"
     )
     print("phases: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in result.phases.items()))
-    write_json(result.metrics_document(), args.metrics)
+    write_json(result.metrics_document(), args.json)
     return check_expected(result.categories, args.expect)
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    inf = sub.add_parser("infer", help="distributed inference over P local workers")
-    add_model_options(inf)
+def register(sub: Subparsers) -> None:
+    inf = add_command(
+        sub, "infer", summary="distributed inference over P local workers",
+        description="The distributed algorithm on this machine: P worker processes, each "
+                    "holding its shard of the model, exchange activations every layer over "
+                    "a channel (memory: multiprocessing queues; queue and object: SQS and S3, "
+                    "on an embedded moto server unless an AWS endpoint is configured). The "
+                    "categories are bit-for-bit those of fsd reference.",
+        examples=["fsd infer --model n1024.fsdm --input data/mnist-1024-first10k.tsv.gz "
+                  "--workers 8 --out cats.txt",
+                  "fsd infer --model n1024.fsdm --input in.tsv --workers 4 --channel queue "
+                  "--out cats.txt --json metrics.json --expect reference-cats.txt",
+                  "fsd infer --model n1024.fsdm --input in.tsv --workers 4 --out cats.txt "
+                  "--json - | jq .summary.totals",
+                  "fsd report metrics.json --plot run.png"],
+        parents=[model_options(), compute_options(),
+                 json_options("the metrics (per worker and layer: time, traffic, calls)",
+                              alias="--metrics")])
     inf.add_argument("--input", required=True, help="input TSV (optionally .gz)")
     inf.add_argument("--workers", type=int, required=True, help="number of workers P")
     inf.add_argument("--channel", default="memory", choices=sorted(TRANSPORTS),
@@ -73,7 +91,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inf.add_argument("--timeout", type=float, default=ChannelConfig.receive_timeout_s,
                      help="longest wait for one layer's messages, seconds")
     inf.add_argument("--out", required=True, help="categories file to write")
-    inf.add_argument("--metrics", help="metrics JSON file to write")
     inf.add_argument("--expect", help="categories file to compare with (exit 3 on mismatch)")
-    add_compute_options(inf)
     inf.set_defaults(func=cmd_infer)

@@ -43,6 +43,7 @@ def worker_metrics_from_dict(data: dict[str, Any]) -> WorkerMetrics:
     metrics.api_calls.update(data.get("api_calls", {}))
     metrics.api_bytes.update(data.get("api_bytes", {}))
     metrics.billed_requests.update(data.get("billed_requests", {}))
+    metrics.bytes_to.update({int(t): int(n) for t, n in data.get("bytes_to", {}).items()})
     return metrics
 
 
@@ -54,6 +55,7 @@ def merge_worker_metrics(parts: list[WorkerMetrics]) -> WorkerMetrics:
         merged.api_calls.update(part.api_calls)
         merged.api_bytes.update(part.api_bytes)
         merged.billed_requests.update(part.billed_requests)
+        merged.bytes_to.update(part.bytes_to)
         merged.load_s += part.load_s
         merged.total_s += part.total_s
     return merged
