@@ -157,7 +157,21 @@ def gather_step(run: RunInfo, settings: CloudSettings | None = None,
         "categories_uri": f"s3://{storage.bucket}/{layout.categories}",
         "metrics_uri": f"s3://{storage.bucket}/{layout.metrics_document}",
         "cost_usd": document["cost"]["total_usd"],
+        "totals": run_totals(document),
     }
+
+
+def run_totals(document: dict[str, Any]) -> dict[str, float]:
+    """The run's traffic, calls and time in a few numbers (the execution's output and the
+    Gather function's CloudWatch metrics)."""
+    totals = document["summary"]["totals"]
+    calls = sum(document["summary"]["api_calls"].values())
+    calls += sum(document["api_calls_outside_workers"].values())
+    return {"bytes_sent": int(totals.get("bytes_sent", 0)),
+            "messages_sent": int(totals.get("messages_sent", 0)),
+            "api_calls": int(calls),
+            "compute_s": float(totals.get("compute_s", 0.0)),
+            "wait_s": float(totals.get("wait_s", 0.0))}
 
 
 def _compare(storage: Storage, manifest: dict[str, Any], categories: np.ndarray,

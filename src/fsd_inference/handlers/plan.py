@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from fsd_inference.cloud.plan_step import plan_step
-from fsd_inference.handlers._common import LambdaContext, log_result, require, setup_logging
+from fsd_inference.handlers._common import LambdaContext, require
+from fsd_inference.handlers.observability import add_metrics, observed
 
 
+@observed("plan")
 def handler(event: dict[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:
-    setup_logging()
     execution = require(event, "execution")
-    return log_result("plan", plan_step(str(execution), require(event, "request")))
+    result = plan_step(str(execution), require(event, "request"))
+    run = result["run"]
+    add_metrics(MetricUnit.Count, Workers=run["workers"], Blocks=run["blocks"],
+                Inputs=run["batch"])
+    return result
