@@ -1,22 +1,34 @@
 # Two entry points for a fresh machine: `make run` and `make test`.
-# Each creates .venv if missing and (re)installs only when pyproject.toml changed.
+# Each creates .venv if missing and (re)installs only when pyproject.toml changed:
+# `make run` installs what the run needs (the runtime dependencies), `make test` adds the
+# development tools (the `dev` extra: pytest, ruff, mypy, cfn-lint, aws-sam-cli, ...),
+# also into a venv that `make run` made before.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
+PIP    := $(BIN)/python -m pip install --quiet
 
 .PHONY: run test lint typecheck clean
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	@touch $@
+
+# The dev extra includes everything the run needs, so it also stands for the run's stamp.
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[dev]'
+	@touch $(RUN_STAMP) $@
+
+run: $(RUN_STAMP)
 	$(BIN)/fsd run
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
