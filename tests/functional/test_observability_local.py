@@ -10,14 +10,13 @@ must equal the metrics document the run wrote to S3.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from fsd_inference.app.driver import RunOptions, RunReport, run_on_stack
 from fsd_inference.cloud.stack import StackOutputs, service_client
-from fsd_inference.local.emulator import LocalCloud, local_serverless
+from fsd_inference.local.emulator import LocalCloud
 from fsd_inference.local.stack import deploy_stack
 from fsd_inference.model.binary import save_network
 from fsd_inference.model.generate import GeneratorParams, generate
@@ -26,12 +25,6 @@ from fsd_inference.model.inputs import sample_input_path
 STACK = "fsd-observed"
 EXECUTION = "fsd-observed-run"
 WORKERS = 2
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[LocalCloud]:
-    with local_serverless() as local:
-        yield local
 
 
 @pytest.fixture(scope="module")
