@@ -162,7 +162,7 @@ def test_fsd_run_plots_writes_categories_here_and_reports_progress(
     with Image.open(tmp_path / "run.png") as image:
         assert image.format == "PNG" and image.size[0] > 1000
     # progress in a log: lines with percentage, the block and its workers done
-    progress = re.findall(r"^(block \d/2|gathering|cleaning up|succeeded): +(\d+)% "
+    progress = re.findall(r"^(block \d/2(?: done)?|gathering|cleaning up|succeeded): +(\d+)% "
                           r"(\d)/4 \[[^\]]*\](?: (\d)/2 workers done)?$", done.stderr,
                           re.MULTILINE)
     assert progress, done.stderr
@@ -171,3 +171,6 @@ def test_fsd_run_plots_writes_categories_here_and_reports_progress(
         assert int(percent) == 25 * int(tasks)
         if label == "block 2/2" and workers:
             assert int(tasks) == 2 + int(workers)  # block 1's two, and this block's
+    ends = [(label, tasks, workers) for label, _, tasks, workers in progress
+            if label.endswith("done")]
+    assert ends == [("block 1/2 done", "2", "2"), ("block 2/2 done", "4", "2")]

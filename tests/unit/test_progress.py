@@ -93,7 +93,7 @@ def test_workers_done_counts_finished_and_running_blocks() -> None:
     events = [*plan_events(workers, blocks), *block_events(2, 4, workers, True),
               *block_events(4, 3, workers, False)]
     timeline = read_timeline(events)
-    assert iterations_done(timeline) == 4 + 3
+    assert iterations_done(timeline) == 4 + 3 and iterations_done(timeline, 1) == 4
     assert phase_label(timeline) == ("block 2/3", "3/4 workers done")
     # a failed attempt and its retry: the retry starts again from none
     retry = [*events, event(6, "MapIterationFailed"), event(6, "MapStateFailed"),
@@ -129,8 +129,10 @@ def test_the_run_progress_in_a_log() -> None:
     assert all(parsed), lines
     seen = [(m["label"], int(m["n"]), int(m["pct"]), m["rest"].strip()) for m in parsed if m]
     assert ("block 1/2", 1, 25, "1/2 workers done") in seen
+    assert ("block 1/2 done", 2, 50, "2/2 workers done") in seen
     assert ("block 2/2", 3, 75, "1/2 workers done") in seen
-    assert seen[-1] == ("gathering", 4, 100, "")
+    assert seen[-2:] == [("block 2/2 done", 4, 100, "2/2 workers done"),
+                         ("gathering", 4, 100, "")]
     assert "\r" not in text
 
 

@@ -37,11 +37,12 @@ class _SayStream(io.TextIOBase):
         return self._live
 
 
-def iterations_done(timeline: Timeline) -> int:
-    """Map iterations (worker x block) finished: the successful iterations of each
-    block's latest attempt (a retried block starts again from none)."""
+def iterations_done(timeline: Timeline, blocks: int | None = None) -> int:
+    """Map iterations (worker x block) finished in the first ``blocks`` blocks (all by
+    default): the successful iterations of each block's latest attempt (a retried block
+    starts again from none)."""
     workers = timeline.workers or 0
-    return sum(min(block.workers_done, workers) for block in timeline.blocks)
+    return sum(min(block.workers_done, workers) for block in timeline.blocks[:blocks])
 
 
 def phase_label(timeline: Timeline) -> tuple[str, str]:
@@ -65,6 +66,7 @@ class ProgressLine:
         self.live = live
         self._meter: Meter | None = None
         self._last_phase = ""
+        self._blocks_shown = 0
 
     def __call__(self, timeline: Timeline, now: datetime) -> None:
         if self.say is None:
@@ -79,6 +81,16 @@ class ProgressLine:
                 self.say("\n")
             self._meter = Meter(label, total, _SayStream(self.say, self.live), self.live,
                                 unit="task")
+        # Each block's end, with its workers all counted: between two polls a block's
+        # workers usually all finish (they wait on each other), so a log that showed only
+        # the next block's start would never show a worker done.
+        finished = [block for block in timeline.blocks if block.end]
+        for block in finished[self._blocks_shown:]:
+            upto = iterations_done(timeline, block.index + 1)
+            self._meter.update(upto, total, f"block {block.index + 1}/"
+                               f"{timeline.blocks_total} done",
+                               f"{block.workers_done}/{timeline.workers} workers done")
+        self._blocks_shown = len(finished)
         self._meter.update(iterations_done(timeline), total, label, detail)
 
     def _before_plan(self, line: str) -> None:
