@@ -8,6 +8,7 @@ import argparse
 import gzip
 import json
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fsd_inference.cli import COMMANDS, build_parser
+from fsd_inference.cli import COMMANDS, EXIT_BROKEN_PIPE, build_parser
 from fsd_inference.model.binary import save_network
 from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path
@@ -174,3 +175,18 @@ def test_fsd_run_plots_writes_categories_here_and_reports_progress(
     ends = [(label, tasks, workers) for label, _, tasks, workers in progress
             if label.endswith("done")]
     assert ends == [("block 1/2 done", "2", "2"), ("block 2/2 done", "4", "2")]
+
+
+def test_a_reader_that_stops_early_ends_fsd_quietly(tmp_path: Path,
+                                                    fsd_argv: list[str]) -> None:
+    """``fsd report big.json | head -1``: a closed stdout is not an error to report."""
+    workers = [{"worker": p, "bytes_to": {}, "totals": {}, "layers": [
+        {"layer": 1, "compute_s": 0.1, "wait_s": 0.1}]} for p in range(4000)]
+    (tmp_path / "big.json").write_text(json.dumps({"per_worker": workers}))
+    process = subprocess.Popen([*fsd_argv, "report", "big.json"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout and process.stderr
+    assert process.stdout.readline().startswith(b"run: 4000 workers x 1 layers")
+    process.stdout.close()  # far more than a pipe holds is still to come
+    assert process.wait(timeout=120) == EXIT_BROKEN_PIPE
+    assert process.stderr.read() == b""

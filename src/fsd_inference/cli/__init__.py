@@ -4,8 +4,10 @@ over the library) and registers itself through :data:`COMMANDS`, in help order."
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from contextlib import suppress
 
 from fsd_inference import __version__
 from fsd_inference.cli import infer, model, plan, report, run
@@ -13,6 +15,7 @@ from fsd_inference.cli.common import HelpFormatter
 from fsd_inference.exceptions import FsdError
 from fsd_inference.output import human_lines_to_stderr
 
+EXIT_BROKEN_PIPE = 141  # as a shell reports a command ended by SIGPIPE
 # Modules with ``register(subparsers)``; their order is the order of ``fsd --help``.
 COMMANDS = (model, plan, infer, run, report)
 
@@ -46,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FsdError as exc:
         print(f"fsd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout's reader went away (fsd ... | head): nothing to report
+        with suppress(OSError, ValueError):  # no more writes to the closed pipe at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except OSError as exc:  # unreadable or unwritable paths, full disks: the user's to fix
         where = f": {exc.filename}" if exc.filename else ""
         print(f"fsd {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
