@@ -105,11 +105,13 @@ def test_json_to_stdout_leaves_stdout_pure(run_fsd_batch: Callable[..., Any], mo
     assert ref.returncode == 0, ref.stderr
     assert json.loads(ref.stdout)["categories"] == expected.tolist()
     assert "categories:" in ref.stderr
+    assert f"categories written to {tmp_path.resolve() / 'r.txt'}" in ref.stderr
 
     assert infer_run.returncode == 0, infer_run.stderr
     metrics = json.loads(infer_run.stdout)
     assert metrics["categories"] == expected.size and len(metrics["per_worker"]) == 2
     assert "match: identical to ref.txt" in infer_run.stderr
+    assert f"categories written to {tmp_path.resolve() / 'cats.txt'}" in infer_run.stderr
 
     assert old_name.returncode == 0, old_name.stderr
     assert "metrics written to m.json" in old_name.stdout
@@ -159,7 +161,7 @@ def test_fsd_run_plots_writes_categories_here_and_reports_progress(
     assert metrics["driver"]["reference_match"] is True and metrics["blocks"] == 2
     written = np.loadtxt(tmp_path / "categories.txt", dtype=np.int64, ndmin=1)
     np.testing.assert_array_equal(written, expected)
-    assert f"categories written to {tmp_path / 'categories.txt'}" in done.stderr
+    assert f"categories written to {tmp_path.resolve() / 'categories.txt'}" in done.stderr
     with Image.open(tmp_path / "run.png") as image:
         assert image.format == "PNG" and image.size[0] > 1000
     # progress in a log: lines with percentage, the block and its workers done

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TypeAlias
 
 import numpy as np
@@ -23,8 +24,9 @@ EXIT_MISMATCH = 3
 Container: TypeAlias = argparse._ActionsContainer
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-__all__ = ["EXIT_MISMATCH", "STDOUT", "HelpFormatter", "add_command", "check_expected",
-           "compute_options", "json_options", "model_options", "say", "write_json"]
+__all__ = ["EXIT_MISMATCH", "STDOUT", "HelpFormatter", "add_command", "categories_written",
+           "check_expected", "compute_options", "json_options", "model_options", "say",
+           "write_json"]
 
 
 def say(message: str) -> None:
@@ -97,6 +99,11 @@ def json_options(what: str, alias: str | None = None) -> argparse.ArgumentParser
     parser, group = _parent("machine-readable output")
     add_json_option(group, what, alias)
     return parser
+
+
+def categories_written(path: str | Path) -> None:
+    """Say where the categories went, as a path that works from anywhere."""
+    print(f"categories written to {Path(path).resolve()}")
 
 
 def check_expected(categories: np.ndarray, expected_path: str | None) -> int:

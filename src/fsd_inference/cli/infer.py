@@ -9,6 +9,7 @@ from fsd_inference.channels import AWS_TRANSPORTS, TRANSPORTS, ChannelConfig
 from fsd_inference.cli.common import (
     Subparsers,
     add_command,
+    categories_written,
     check_expected,
     compute_options,
     json_options,
@@ -57,6 +58,7 @@ def _infer(args: argparse.Namespace, aws: AwsConfig) -> int:
         f"({int(totals['frames_sent']):,} frames)"
     )
     print("phases: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in result.phases.items()))
+    categories_written(args.out)
     write_json(result.metrics_document(), args.json)
     return check_expected(result.categories, args.expect)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from fsd_inference.cli.common import (
     Subparsers,
     add_command,
+    categories_written,
     check_expected,
     compute_options,
     json_options,
@@ -71,6 +72,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
     result = infer(network, inputs, args.dtype, Progress("reference", quiet=args.quiet))
     write_categories(result.categories, args.out)
     _report(result, network, args.dtype)
+    categories_written(args.out)
     write_json({"model": str(args.model), "input": str(args.input), "out": str(args.out),
                 "neurons": network.neurons, "layers": network.depth, "dtype": args.dtype,
                 "inputs": result.inputs, "seconds": result.seconds,
