@@ -8,7 +8,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
-PIP    := $(BIN)/python -m pip install --quiet
+# --no-compile: pip would byte-compile every module it installs (moto alone has hundreds
+# that a run never imports); Python compiles what is imported, once, on first use.
+PIP    := $(BIN)/python -m pip install --quiet --no-compile
 
 .PHONY: run test lint typecheck clean
 
