@@ -6,14 +6,15 @@ from __future__ import annotations
 import io
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
+
+from test_timeline import T0, event  # the synthetic history events of the timeline's tests
 
 from fsd_inference.app.progress import ProgressLine, iterations_done, phase_label
 from fsd_inference.cloud.timeline import read_timeline
 from fsd_inference.progress import Meter, Progress
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LOG_LINE = re.compile(r"^(?P<label>[^:]+): +(?P<pct>\d+)% (?P<n>\d+)/(?P<total>\d+) "
                       r"\[(?P<elapsed>[\d:]+)<(?P<eta>[\d:?]+)\](?P<rest>.*)$")
 
@@ -21,15 +22,6 @@ LOG_LINE = re.compile(r"^(?P<label>[^:]+): +(?P<pct>\d+)% (?P<n>\d+)/(?P<total>\
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
-
-
-def event(seconds: float, kind: str, name: str | None = None, **details: Any) -> dict[str, Any]:
-    found: dict[str, Any] = {"type": kind, "timestamp": T0 + timedelta(seconds=seconds)}
-    if name is not None:
-        key = "stateEnteredEventDetails" if kind.endswith("Entered") else \
-            "stateExitedEventDetails"
-        found[key] = {"name": name, **details}
-    return found
 
 
 def plan_events(workers: int, blocks: int) -> list[dict[str, Any]]:
