@@ -1,30 +1,44 @@
 # Two entry points for a fresh machine: `make run` and `make test`.
-# Each creates .venv if missing and (re)installs only when pyproject.toml changed.
+# Each creates .venv if missing and (re)installs only when pyproject.toml changed:
+# `make run` installs what the run needs (the runtime dependencies), `make test` adds the
+# development tools (the `dev` extra: pytest, ruff, mypy, cfn-lint, aws-sam-cli, ...),
+# also into a venv that `make run` made before.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 # checkov in a virtualenv of its own (tools/checkov.txt says why)
 CHECKOV_VENV  := $(VENV)/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+# --no-compile: pip would byte-compile every module it installs (moto alone has hundreds
+# that a run never imports); Python compiles what is imported, once, on first use.
+PIP    := $(BIN)/python -m pip install --quiet --no-compile
 
 .PHONY: run test lint typecheck clean
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
 
-$(CHECKOV_STAMP): tools/checkov.txt | $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	@touch $@
+
+# The dev extra includes everything the run needs, so it also stands for the run's stamp.
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[dev]'
+	@touch $(RUN_STAMP) $@
+
+$(CHECKOV_STAMP): tools/checkov.txt | $(BIN)/python
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r tools/checkov.txt
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --no-compile -r tools/checkov.txt
 	@touch $(CHECKOV_STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/fsd run
 
-test: $(STAMP) $(CHECKOV_STAMP)
+test: $(DEV_STAMP) $(CHECKOV_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download \

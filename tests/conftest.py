@@ -45,6 +45,12 @@ def fsd_command() -> list[str]:
     return [sys.executable, "-m", "fsd_inference.cli"]
 
 
+@pytest.fixture(scope="session")
+def fsd_argv() -> list[str]:
+    """The command that starts ``fsd``, for tests that drive the process themselves."""
+    return fsd_command()
+
+
 def format_triples(triples: Iterable[Triple]) -> str:
     """Lines in the Graph Challenge layout; ``repr`` of a float round-trips exactly."""
     return "".join(f"{row}\t{col}\t{value!r}\n" for row, col, value in triples)

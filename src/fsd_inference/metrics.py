@@ -1,4 +1,10 @@
-"""Per-worker, per-layer measurements, and their JSON form."""
+"""Per-worker, per-layer measurements, and their JSON form.
+
+Times are durations (``*_s``, seconds of ``time.perf_counter``) except ``started_at``,
+a wall-clock Unix time so that layers of different processes and Lambda functions can
+be placed on one timeline (``fsd report --plot``): on AWS the functions' clocks are
+NTP-synchronised to well under the tens of milliseconds a layer takes.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ class LayerMetrics:
     layer: int
     compute_s: float = 0.0  # slicing, encoding, assembling, multiplying, activating
     wait_s: float = 0.0  # blocked in receive
+    send_s: float = 0.0  # in Channel.send (encode + hand to the transport); within compute_s
+    started_at: float = 0.0  # Unix time of this worker's first send or receive of the layer
     bytes_sent: int = 0  # frame bytes handed to the channel
     messages_sent: int = 0  # blocks (one per target with a non-empty plan set)
     frames_sent: int = 0
@@ -21,6 +29,9 @@ class LayerMetrics:
     duplicates_dropped: int = 0
 
 
+_NOT_SUMMED = frozenset({"layer", "started_at"})
+
+
 @dataclass
 class WorkerMetrics:
     worker: int
@@ -28,6 +39,7 @@ class WorkerMetrics:
     api_calls: Counter[str] = field(default_factory=Counter)  # "SQS.SendMessageBatch": n
     api_bytes: Counter[str] = field(default_factory=Counter)
     billed_requests: Counter[str] = field(default_factory=Counter)  # SQS: per 64 KiB
+    bytes_to: Counter[int] = field(default_factory=Counter)  # frame bytes per target worker
     load_s: float = 0.0
     total_s: float = 0.0
 
@@ -37,7 +49,7 @@ class WorkerMetrics:
         return self.layers[k]
 
     def totals(self) -> dict[str, float]:
-        keys = [k for k in LayerMetrics.__dataclass_fields__ if k != "layer"]
+        keys = [k for k in LayerMetrics.__dataclass_fields__ if k not in _NOT_SUMMED]
         return {k: sum(getattr(m, k) for m in self.layers.values()) for k in keys}
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,6 +61,7 @@ class WorkerMetrics:
             "api_calls": dict(self.api_calls),
             "api_bytes": dict(self.api_bytes),
             "billed_requests": dict(self.billed_requests),
+            "bytes_to": {str(target): n for target, n in sorted(self.bytes_to.items())},
             "layers": [asdict(self.layers[k]) for k in sorted(self.layers)],
         }
 

@@ -8,6 +8,7 @@ import pytest
 
 from fsd_inference.config import AwsConfig
 from fsd_inference.local import local_aws
+from fsd_inference.local.emulator import LocalCloud, local_serverless
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +17,11 @@ def aws() -> Iterator[AwsConfig]:
     processes reach it exactly as they would reach AWS."""
     with local_aws() as config:
         yield config
+
+
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[LocalCloud]:
+    """The embedded serverless AWS (moto, the local Lambda runtime, executing Step
+    Functions), one per test module that asks for it."""
+    with local_serverless() as local:
+        yield local

@@ -40,7 +40,7 @@ from fsd_inference.aws import s3_client, sqs_client
 from fsd_inference.channels.s3 import scratch_prefix
 from fsd_inference.cloud.layout import RunLayout
 from fsd_inference.cloud.stack import StackOutputs, stack_outputs, stepfunctions_client
-from fsd_inference.local.emulator import LocalCloud, local_serverless
+from fsd_inference.local.emulator import LocalCloud
 from fsd_inference.local.lambda_runtime import Invocation
 from fsd_inference.local.stack import deploy_stack
 from fsd_inference.model.binary import save_network
@@ -56,12 +56,6 @@ LAYERS_PER_BLOCK = 3
 RECEIVE_TIMEOUT_S = 10.0  # stragglers of a failed block give up quickly
 TRANSIENT = "transient-fail-once"
 Hook = Callable[[Invocation], dict[str, Any] | None]
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[LocalCloud]:
-    with local_serverless() as local:
-        yield local
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import textwrap
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 
 from fsd_inference.cloud.stack import service_client, stepfunctions_client
 from fsd_inference.local import lambda_runtime, stepfunctions
-from fsd_inference.local.emulator import LocalCloud, local_serverless
+from fsd_inference.local.emulator import LocalCloud
 from fsd_inference.local.server import PINNED_MOTO
 
 PROBE = textwrap.dedent('''
@@ -67,12 +66,6 @@ def probe_zip() -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("probe.py", PROBE)
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[LocalCloud]:
-    with local_serverless() as local:
-        yield local
 
 
 @pytest.fixture(scope="module")

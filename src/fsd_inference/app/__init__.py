@@ -8,7 +8,6 @@ See driver.py for the steps and report.py for what is printed.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from fsd_inference.app.driver import (
 )
 from fsd_inference.app.report import failure_lines, summary_lines
 from fsd_inference.config import AwsConfig
-from fsd_inference.model.tsv import atomic_path, write_categories
+from fsd_inference.model.tsv import write_categories
+from fsd_inference.output import write_json
 
 EXIT_MISMATCH = 3
 
@@ -32,10 +32,11 @@ def _stderr(text: str) -> None:
     sys.stderr.flush()
 
 
-def run_and_report(options: RunOptions, out: Path, metrics: Path | None = None,
+def run_and_report(options: RunOptions, out: Path, metrics: str | Path | None = None,
                    stack: str | None = None, aws: AwsConfig | None = None,
-                   quiet: bool = False) -> int:
-    """Run, print the summary, write the categories (and metrics); the exit code."""
+                   quiet: bool = False, plot: Path | None = None) -> int:
+    """Run, print the summary, write the categories (and the metrics: a file, or ``-``
+    for stdout; and their plot); the exit code."""
     say = None if quiet else _stderr
     live = sys.stderr.isatty()
     try:
@@ -51,12 +52,12 @@ def run_and_report(options: RunOptions, out: Path, metrics: Path | None = None,
     write_categories(report.categories, out)
     for line in summary_lines(report):
         print(line)
-    print(f"categories written to {out}")
-    if metrics is not None:
-        with atomic_path(metrics) as temporary:
-            temporary.write_text(json.dumps(report.metrics_document(), indent=1),
-                                 encoding="utf-8")
-        print(f"metrics written to {metrics}")
+    print(f"categories written to {out.resolve()}")
+    if plot is not None:
+        from fsd_inference.analysis.plot import plot_metrics
+
+        print(f"plot written to {plot_metrics(report.metrics_document(), plot)}")
+    write_json(report.metrics_document(), metrics)
     return EXIT_MISMATCH if report.matches is False else 0
 
 

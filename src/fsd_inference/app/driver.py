@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from fsd_inference.app.progress import ProgressLine
 from fsd_inference.cloud.stack import StackOutputs, stack_outputs, stepfunctions_client
 from fsd_inference.cloud.timeline import Timeline, execution_history, read_timeline
 from fsd_inference.config import AwsConfig, cache_dir
@@ -179,32 +180,6 @@ def execution_name() -> str:
     """``fsd-YYYYmmdd-HHMMSS-xxxxxx``: sortable, unique, a valid run id as it is."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"fsd-{stamp}-{uuid.uuid4().hex[:6]}"
-
-
-class ProgressLine:
-    """The execution's progress on stderr: redrawn in place on a terminal, else one line
-    per phase or block change."""
-
-    def __init__(self, say: Say | None, live: bool) -> None:
-        self.say = say
-        self.live = live
-        self._last = ""
-
-    def __call__(self, timeline: Timeline, now: datetime) -> None:
-        if self.say is None:
-            return
-        line = timeline.describe(now)
-        if self.live:
-            self.say(f"\r{line}\033[K")
-            return
-        key = line.split(" | ")[0].split(":")[0]
-        if key != self._last:
-            self._last = key
-            self.say(line + "\n")
-
-    def close(self) -> None:
-        if self.say is not None and self.live:
-            self.say("\n")
 
 
 def follow(sfn: Any, execution_arn: str, poll_s: float, progress: ProgressLine,

@@ -2,40 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
-
+from fsd_inference.analysis.summary import api_calls_line, cost_line
 from fsd_inference.app.driver import RunReport
-
-TOP_CALLS = 8
 
 
 def _seconds(values: list[float]) -> str:
     return ", ".join(f"{v:.1f}" for v in values) + " s"
-
-
-def _api_calls(metrics: dict[str, Any]) -> Counter[str]:
-    calls: Counter[str] = Counter(metrics.get("summary", {}).get("api_calls", {}))
-    calls.update(metrics.get("api_calls_outside_workers", {}))
-    return calls
-
-
-def _cost(metrics: dict[str, Any]) -> str:
-    cost = metrics.get("cost")
-    if not cost:
-        return "no cost estimate in the metrics"
-    items = cost["items"]
-    lam = items["lambda_compute"]["usd"] + items["lambda_requests"]["usd"]
-    s3 = items["s3_put_list_requests"]["usd"] + items["s3_get_other_requests"]["usd"]
-    prices = cost["prices"]
-    return (f"${cost['total_usd']:.4f}: Lambda ${lam:.4f} "
-            f"({items['lambda_compute']['quantity']:.1f} GB-s, "
-            f"{items['lambda_requests']['quantity']:.0f} invocations), "
-            f"SQS ${items['sqs_requests']['usd']:.4f} "
-            f"({items['sqs_requests']['quantity']:,.0f} billed requests), "
-            f"S3 ${s3:.4f}, Step Functions ${items['stepfunctions_transitions']['usd']:.4f} "
-            f"({items['stepfunctions_transitions']['quantity']:,.0f} transitions); "
-            f"{cost['arch']}, {prices['region']} list prices as of {prices['as_of']}")
 
 
 def summary_lines(report: RunReport) -> list[str]:
@@ -78,13 +50,10 @@ def summary_lines(report: RunReport) -> list[str]:
             f"{int(totals.get('messages_sent', 0)):,} messages "
             f"({int(totals.get('frames_sent', 0)):,} frames); summed over workers: "
             f"compute {totals.get('compute_s', 0):.1f} s, waiting {totals.get('wait_s', 0):.1f} s")
-    calls = _api_calls(run)
+    calls = api_calls_line(run)
     if calls:
-        top = ", ".join(f"{api} {n:,}" for api, n in calls.most_common(TOP_CALLS))
-        rest = len(calls) - TOP_CALLS
-        lines.append(f"API calls ({sum(calls.values()):,}): {top}"
-                     + (f", {rest} more kinds" if rest > 0 else ""))
-    lines.append(f"modeled AWS cost of this run: {_cost(run)}")
+        lines.append(calls)
+    lines.append(f"modeled AWS cost of this run: {cost_line(run)}")
     driver = report.seconds
     if driver:
         lines.append("driver: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s"

@@ -26,7 +26,7 @@ from fsd_inference.channels.codec import (
 )
 from fsd_inference.config import AwsConfig
 from fsd_inference.exceptions import FsdError
-from fsd_inference.metrics import WorkerMetrics
+from fsd_inference.metrics import LayerMetrics, WorkerMetrics
 
 MiB = 1024 * 1024
 
@@ -80,18 +80,23 @@ class Channel(ABC):
     # -------------------------------------------------------------- public, shared work
 
     def send(self, layer: int, target: int, block: Block, part: int = 0) -> None:
+        m = self._layer_metrics(layer)
+        started = time.perf_counter()
         frames = encode_frames(self.execution, layer, self.worker, target, encode_body(block),
                                self.config.max_message_bytes, part)
         self._put(target, frames)
-        m = self.metrics.layer(layer)
+        m.send_s += time.perf_counter() - started
         m.messages_sent += 1
         m.frames_sent += len(frames)
-        m.bytes_sent += sum(len(f) for f in frames)
+        sent = sum(len(f) for f in frames)
+        m.bytes_sent += sent
+        self.metrics.bytes_to[target] += sent
 
     def receive(self, layer: int, sources: Iterable[int], timeout: float | None = None,
                 part: int = 0) -> dict[int, Block]:
         """Wait for one block from every source for step ``(layer, part)``; buffer
         everything else."""
+        self._layer_metrics(layer)
         wanted = set(sources)
         step = (layer, part)
         limit = self.config.receive_timeout_s if timeout is None else timeout
@@ -109,6 +114,13 @@ class Channel(ABC):
                 raise ChannelTimeout(self.worker, layer, wanted - ready.keys(), limit, part)
             for frame in self._get(min(remaining, self.config.poll_s)):
                 self._accept(frame, layer)
+
+    def _layer_metrics(self, layer: int) -> LayerMetrics:
+        """The layer's record, stamped with the wall-clock time of its first use here."""
+        m = self.metrics.layer(layer)
+        if not m.started_at:
+            m.started_at = time.time()
+        return m
 
     def flush(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Block until every send handed to the transport is out (no-op if synchronous)."""

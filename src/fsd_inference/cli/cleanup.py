@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from fsd_inference.cli import arguments
+from fsd_inference.cli.common import Subparsers, add_command
 from fsd_inference.config import AwsConfig
 
 
@@ -28,9 +29,20 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    cln = sub.add_parser("cleanup", help="remove queues and scratch of executions that ended "
-                                         "without their cleanup (stopped, timed out)")
+def register(sub: Subparsers) -> None:
+    cln = add_command(
+        sub, "cleanup", summary="remove queues and scratch of executions that ended without "
+                                "their cleanup (stopped, timed out)",
+        description="The sweeper. An execution that was stopped, timed out or failed outside "
+                    "a Catch never reaches the state machine's Cleanup state (on AWS the "
+                    "template's EventBridge rule cleans it up at once). This removes what "
+                    "such executions of a stack left behind and is older than --older-than: "
+                    "queues (tagged with the stack and execution), runs/ and scratch/ "
+                    "prefixes, through each execution's own manifest. Running executions are "
+                    "left alone. Results under results/ are kept.",
+        examples=["fsd cleanup --stack fsd-inference --dry-run",
+                  "fsd cleanup --stack fsd-inference --older-than 30m",
+                  "fsd cleanup --stack fsd-local --endpoint-url http://127.0.0.1:5000"])
     cln.add_argument("--stack", required=True, help="the deployed stack (sam deploy)")
     cln.add_argument("--older-than", type=arguments.duration, default=3600.0,
                      help="only leftovers older than this (90s, 30m, 1h, 2d; default 1h)")

@@ -1,19 +1,34 @@
-"""What the sub-commands share: messages, common options, result checks, JSON output."""
+"""What the sub-commands share: messages, parent parsers of common options, help
+layout, result checks and JSON output.
+
+Options used by several commands are defined once, in the ``add_*_options`` functions,
+and reach each command through a parent parser (``model_options()``, ...), under a
+titled group of its ``--help``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 
 from fsd_inference.cli import arguments
 from fsd_inference.constants import DEFAULT_DTYPE, DTYPES
-from fsd_inference.model.tsv import atomic_path, read_categories
+from fsd_inference.model.tsv import read_categories
+from fsd_inference.output import STDOUT, write_json
 
 EXIT_MISMATCH = 3
+Container: TypeAlias = argparse._ActionsContainer
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+__all__ = ["EXIT_MISMATCH", "STDOUT", "HelpFormatter", "add_command", "add_strategy_options",
+           "categories_written",
+           "check_expected", "compute_options", "json_options", "model_options", "say",
+           "write_json"]
 
 
 def say(message: str) -> None:
@@ -21,7 +36,34 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def add_model_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+class HelpFormatter(argparse.HelpFormatter):
+    """Fills each paragraph of a description to the terminal's width; keeps paragraphs
+    with indented lines (the examples) line by line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = text.split("\n\n")
+        return "\n\n".join(
+            paragraph if any(line.startswith("  ") for line in paragraph.splitlines())
+            else super(HelpFormatter, self)._fill_text(paragraph, width, indent)
+            for paragraph in paragraphs)
+
+
+def add_command(sub: Subparsers, name: str, *, summary: str, description: str,
+                examples: Sequence[str], parents: Sequence[argparse.ArgumentParser] = ()
+                ) -> argparse.ArgumentParser:
+    """A sub-command whose ``--help`` has a description and worked examples."""
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+    return sub.add_parser(name, help=summary, description=description, epilog=epilog,
+                          parents=list(parents),
+                          formatter_class=HelpFormatter)
+
+
+def _parent(title: str) -> tuple[argparse.ArgumentParser, Container]:
+    parser = argparse.ArgumentParser(add_help=False)
+    return parser, parser.add_argument_group(title)
+
+
+def add_model_options(parser: Container, required: bool = True) -> None:
     parser.add_argument("--model", required=required,
                         help="network folder (n<N>-l<k>.tsv files) or .fsdm bundle")
     parser.add_argument("--bias", type=arguments.finite_float, default=None,
@@ -29,13 +71,13 @@ def add_model_options(parser: argparse.ArgumentParser, required: bool = True) ->
                              "16384 -0.4, 65536 -0.45)")
 
 
-def add_compute_options(parser: argparse.ArgumentParser) -> None:
+def add_compute_options(parser: Container) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default=DEFAULT_DTYPE,
                         help=f"arithmetic and wire dtype (default {DEFAULT_DTYPE})")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
-def add_strategy_options(parser: argparse.ArgumentParser, default: str) -> None:
+def add_strategy_options(parser: Container, default: str) -> None:
     """How to distribute (strategy/compile.py); ``--workers`` counts the tasks."""
     from fsd_inference.strategy import STRATEGIES
 
@@ -48,6 +90,37 @@ def add_strategy_options(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--groups", type=arguments.positive_int, help="row groups (hybrid)")
     parser.add_argument("--microbatches", type=arguments.positive_int,
                         help="row slices streamed through the stages (default 4 per stage)")
+
+
+def add_json_option(parser: Container, what: str, alias: str | None = None) -> None:
+    names = ["--json", *([alias] if alias else [])]
+    old = f"; {alias} is the same option under its older name" if alias else ""
+    parser.add_argument(*names, dest="json", metavar="FILE",
+                        help=f"write {what} as JSON to FILE; '-' writes it to stdout and "
+                             f"everything else to stderr{old}")
+
+
+def model_options(required: bool = True) -> argparse.ArgumentParser:
+    parser, group = _parent("model")
+    add_model_options(group, required)
+    return parser
+
+
+def compute_options() -> argparse.ArgumentParser:
+    parser, group = _parent("computation")
+    add_compute_options(group)
+    return parser
+
+
+def json_options(what: str, alias: str | None = None) -> argparse.ArgumentParser:
+    parser, group = _parent("machine-readable output")
+    add_json_option(group, what, alias)
+    return parser
+
+
+def categories_written(path: str | Path) -> None:
+    """Say where the categories went, as a path that works from anywhere."""
+    print(f"categories written to {Path(path).resolve()}")
 
 
 def check_expected(categories: np.ndarray, expected_path: str | None) -> int:
@@ -63,11 +136,3 @@ def check_expected(categories: np.ndarray, expected_path: str | None) -> int:
     print(f"MISMATCH against {expected_path}: {missing.size} missing, {extra.size} extra "
           f"(first: {[*missing[:5], *extra[:5]]})")
     return EXIT_MISMATCH
-
-
-def write_json(document: object, path: str | None, what: str = "metrics") -> None:
-    """Write ``document`` atomically to ``path`` (nothing when ``path`` is None)."""
-    if path:
-        with atomic_path(Path(path)) as temporary:
-            temporary.write_text(json.dumps(document, indent=1), encoding="utf-8")
-        print(f"{what} written to {path}")

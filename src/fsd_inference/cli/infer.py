@@ -10,10 +10,14 @@ from fsd_inference.app.infer import InferOptions, infer_files
 from fsd_inference.channels import AWS_TRANSPORTS, NO_EXCHANGE, TRANSPORTS, ChannelConfig
 from fsd_inference.cli import arguments
 from fsd_inference.cli.common import (
-    add_compute_options,
-    add_model_options,
+    Subparsers,
+    add_command,
     add_strategy_options,
+    categories_written,
     check_expected,
+    compute_options,
+    json_options,
+    model_options,
     say,
     write_json,
 )
@@ -61,13 +65,39 @@ def _infer(args: argparse.Namespace, aws: AwsConfig) -> int:
         f"({int(totals.get('frames_sent', 0)):,} frames)"
     )
     print("phases: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in result.phases.items()))
-    write_json(document, args.metrics)
+    categories_written(args.out)
+    write_json(document, args.json)
     return check_expected(result.categories, args.expect)
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    inf = sub.add_parser("infer", help="distributed inference over P local workers")
-    add_model_options(inf)
+def register(sub: Subparsers) -> None:
+    inf = add_command(
+        sub, "infer", summary="distributed inference over local worker processes, any strategy",
+        description="The serverless application's own steps (plan, workers, gather, "
+                    "cleanup) on this machine: one process per task, the run's objects in a "
+                    "local folder instead of S3. --strategy says how the work is split: "
+                    "neuron (every layer split over the workers, activations exchanged "
+                    "every layer over a channel: memory, or queue and object on SQS and S3, "
+                    "an embedded moto server unless an AWS endpoint is configured), data "
+                    "(the rows split, no exchange), pipeline (stages of layers streaming "
+                    "micro-batches), hybrid (their combinations). The categories are "
+                    "bit-for-bit those of fsd reference, whatever the strategy.",
+        examples=["fsd infer --model n1024.fsdm --input data/mnist-1024-first10k.tsv.gz "
+                  "--workers 8 --out cats.txt",
+                  "fsd infer --model n1024.fsdm --input in.tsv --workers 4 --channel queue "
+                  "--out cats.txt --json metrics.json --expect reference-cats.txt",
+                  "fsd infer --model n1024.fsdm --input in.tsv --workers 4 --out cats.txt "
+                  "--json - | jq .summary.totals",
+                  "fsd infer --model n1024.fsdm --input in.tsv --workers 2 --strategy data "
+                  "--out cats.txt",
+                  "fsd infer --model n1024.fsdm --input in.tsv --workers 3 --strategy pipeline "
+                  "--microbatches 12 --out cats.txt",
+                  "fsd infer --model n1024.fsdm --input in.tsv --workers 8 --strategy hybrid "
+                  "--groups 2 --stages 2 --out cats.txt",
+                  "fsd report metrics.json --plot run.png"],
+        parents=[model_options(), compute_options(),
+                 json_options("the metrics (per worker and layer: time, traffic, calls)",
+                              alias="--metrics")])
     inf.add_argument("--input", required=True, help="input TSV (optionally .gz)")
     inf.add_argument("--workers", type=arguments.local_workers, required=True,
                      help="number of tasks (worker processes; Lambda functions on AWS)")
@@ -87,8 +117,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      default=ChannelConfig.receive_timeout_s,
                      help="longest wait for one layer's messages, seconds")
     inf.add_argument("--out", required=True, help="categories file to write")
-    inf.add_argument("--metrics", help="metrics JSON file to write")
     inf.add_argument("--expect", type=arguments.categories_file,
                      help="categories file to compare with (exit 3 on mismatch)")
-    add_compute_options(inf)
     inf.set_defaults(func=cmd_infer)

@@ -9,9 +9,14 @@ from pathlib import Path
 
 from fsd_inference.cli import arguments
 from fsd_inference.cli.common import (
-    add_compute_options,
-    add_model_options,
+    Subparsers,
+    add_command,
+    categories_written,
     check_expected,
+    compute_options,
+    json_options,
+    model_options,
+    write_json,
 )
 from fsd_inference.exceptions import ConfigError
 from fsd_inference.model.base import NetworkSource
@@ -92,12 +97,28 @@ def cmd_reference(args: argparse.Namespace) -> int:
         result = infer(network, inputs, args.dtype, Progress("reference", quiet=args.quiet))
     write_categories(result.categories, args.out)
     _report(result, network, args.dtype)
+    categories_written(args.out)
+    write_json({"model": str(args.model), "input": str(args.input), "out": str(args.out),
+                "neurons": network.neurons, "layers": network.depth, "dtype": args.dtype,
+                "inputs": result.inputs, "seconds": result.seconds,
+                "edges_per_second": result.edges_per_second,
+                "categories": result.categories.tolist()}, args.json, "result")
     return check_expected(result.categories, args.expect)
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    gen = sub.add_parser("generate", help="write a RadiX-Net style network (Graph Challenge "
-                                          "layout)")
+def register(sub: Subparsers) -> None:
+    gen = add_command(
+        sub, "generate", summary="write a RadiX-Net style network (Graph Challenge layout)",
+        description="Write a RadiX-Net style network: every neuron has 32 in- and 32 "
+                    "out-edges of weight 1/16 per layer, neurons relabelled by a seeded "
+                    "permutation, generated and written one layer at a time: one "
+                    "n<N>-l<k>.tsv file per layer (1-based row, col, value) with --out, one "
+                    ".fsdm bundle with --binary, or both. The block size and stride period "
+                    "are calibrated by N so that about 3% of the MNIST rows survive.",
+        examples=["fsd generate --neurons 1024 --layers 120 --out nets/n1024 "
+                  "--binary n1024.fsdm",
+                  "fsd generate --neurons 65536 --layers 1920 --binary n65536x1920.fsdm",
+                  "fsd generate --neurons 4096 --layers 8 --seed 3 --out nets/small"])
     gen.add_argument("--neurons", type=arguments.neurons, required=True,
                      help="neurons per layer N")
     gen.add_argument("--layers", type=arguments.layers, required=True,
@@ -118,7 +139,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     gen.set_defaults(func=cmd_generate)
 
-    inp = sub.add_parser("inputs", help="upsample the 32 x 32 MNIST inputs for a larger N")
+    inp = add_command(
+        sub, "inputs", summary="upsample the 32 x 32 MNIST inputs for a larger N",
+        description="Upsample square images (by default the shipped 32 x 32 MNIST sample) to "
+                    "N pixels by repeating each pixel in a block, as the Graph Challenge "
+                    "inputs for 4096, 16384 and 65536 neurons are made.",
+        examples=["fsd inputs --neurons 4096 --out mnist-4096.tsv.gz",
+                  "fsd inputs --neurons 16384 --from mine-1024.tsv --out mine-16384.tsv"])
     inp.add_argument("--neurons", type=arguments.neurons, required=True,
                      help="4096, 16384 or 65536")
     inp.add_argument("--from", dest="source", help="input TSV to upsample (default: the sample)")
@@ -129,16 +156,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inp.add_argument("--out", required=True, help="output TSV (.gz to compress)")
     inp.set_defaults(func=cmd_inputs)
 
-    conv = sub.add_parser("convert", help="write a network as one binary .fsdm bundle")
-    add_model_options(conv)
+    conv = add_command(
+        sub, "convert", summary="write a network as one binary .fsdm bundle",
+        description="Read a network (a folder of n<N>-l<k>.tsv files, or a bundle) and write "
+                    f"it as one {SUFFIX} bundle: CSR layers in a CRC-checked zip, loaded in "
+                    "well under a second.",
+        examples=[f"fsd convert --model nets/n1024 --out n1024{SUFFIX}"],
+        parents=[model_options()])
     conv.add_argument("--out", required=True, help=f"output bundle ({SUFFIX})")
     conv.set_defaults(func=cmd_convert)
 
-    ref = sub.add_parser("reference", help="single-process inference (the correctness oracle)")
-    add_model_options(ref)
+    ref = add_command(
+        sub, "reference", summary="single-process inference (the correctness oracle)",
+        description="Run every layer in one process and write the categories (1-based ids "
+                    "of the input rows whose final activations are not all zero). Every "
+                    "distributed path is checked against it.",
+        examples=["fsd reference --model n1024.fsdm --input "
+                  "data/mnist-1024-first10k.tsv.gz --out cats.txt",
+                  "fsd reference --model nets/n1024 --input in.tsv --out cats.txt "
+                  "--expect published-cats.txt",
+                  "fsd reference --model n1024.fsdm --input in.tsv --out cats.txt --json - "
+                  "| jq .seconds"],
+        parents=[model_options(), compute_options(), json_options("the result (timing and "
+                                                                  "categories)")])
     ref.add_argument("--input", required=True, help="input TSV (optionally .gz)")
     ref.add_argument("--out", required=True, help="categories file to write")
     ref.add_argument("--expect", type=arguments.categories_file,
                      help="categories file to compare with (exit 3 on mismatch)")
-    add_compute_options(ref)
     ref.set_defaults(func=cmd_reference)

@@ -8,7 +8,13 @@ import time
 import numpy as np
 
 from fsd_inference.cli import arguments
-from fsd_inference.cli.common import add_model_options, write_json
+from fsd_inference.cli.common import (
+    Subparsers,
+    add_command,
+    json_options,
+    model_options,
+    write_json,
+)
 from fsd_inference.model.base import NetworkSource
 from fsd_inference.model.load import open_model
 from fsd_inference.partition import PARTITIONERS
@@ -66,13 +72,23 @@ def _plan(args: argparse.Namespace, network: NetworkSource) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    pln = sub.add_parser("plan", help="partition a network and report its communication plan")
-    add_model_options(pln)
+def register(sub: Subparsers) -> None:
+    pln = add_command(
+        sub, "plan", summary="partition a network and report its communication plan",
+        description="Split the neurons of every layer among P workers with a partitioner "
+                    "and report the communication plan that follows from the weights: how "
+                    "many neuron columns each layer sends (twins once), the copies needed, "
+                    "the messages per layer and the work per worker. Partitions are cached "
+                    "by model fingerprint, so the same plan is reused by fsd infer and fsd "
+                    "run.",
+        examples=["fsd plan --model n1024.fsdm --workers 8",
+                  "fsd plan --model n1024.fsdm --workers 8 --partition random "
+                  "--json plan-random.json",
+                  "fsd plan --model n1024.fsdm --workers 16 --json - | jq .neurons_sent.total"],
+        parents=[model_options(), json_options("the plan summary")])
     pln.add_argument("--workers", type=arguments.cloud_workers, required=True,
                      help="number of workers P")
     pln.add_argument("--partition", default="hypergraph", choices=sorted(PARTITIONERS),
                      help="partitioner (default hypergraph)")
     pln.add_argument("--seed", type=arguments.seed, default=0, help="partitioner seed (default 0)")
-    pln.add_argument("--json", help="also write the summary as JSON here")
     pln.set_defaults(func=cmd_plan)

@@ -46,6 +46,7 @@ def worker_metrics_from_dict(data: dict[str, Any]) -> WorkerMetrics:
     metrics.api_calls.update(data.get("api_calls", {}))
     metrics.api_bytes.update(data.get("api_bytes", {}))
     metrics.billed_requests.update(data.get("billed_requests", {}))
+    metrics.bytes_to.update({int(t): int(n) for t, n in data.get("bytes_to", {}).items()})
     return metrics
 
 
@@ -57,6 +58,7 @@ def merge_worker_metrics(parts: list[WorkerMetrics]) -> WorkerMetrics:
         merged.api_calls.update(part.api_calls)
         merged.api_bytes.update(part.api_bytes)
         merged.billed_requests.update(part.billed_requests)
+        merged.bytes_to.update(part.bytes_to)
         merged.load_s += part.load_s
         merged.total_s += part.total_s
     return merged
@@ -167,7 +169,21 @@ def gather_step(run: RunInfo, settings: CloudSettings | None = None,
         "categories_uri": storage.uri(layout.categories),
         "metrics_uri": storage.uri(layout.metrics_document),
         "cost_usd": document["cost"]["total_usd"],
+        "totals": run_totals(document),
     }
+
+
+def run_totals(document: dict[str, Any]) -> dict[str, float]:
+    """The run's traffic, calls and time in a few numbers (the execution's output and the
+    Gather function's CloudWatch metrics)."""
+    totals = document["summary"]["totals"]
+    calls = sum(document["summary"]["api_calls"].values())
+    calls += sum(document["api_calls_outside_workers"].values())
+    return {"bytes_sent": int(totals.get("bytes_sent", 0)),
+            "messages_sent": int(totals.get("messages_sent", 0)),
+            "api_calls": int(calls),
+            "compute_s": float(totals.get("compute_s", 0.0)),
+            "wait_s": float(totals.get("wait_s", 0.0))}
 
 
 def _compare(storage: Storage, manifest: dict[str, Any], categories: np.ndarray,

@@ -11,13 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from fsd_inference.cloud.cleanup_step import cleanup_step
 from fsd_inference.cloud.events import CleanupEvent
 from fsd_inference.cloud.schema import load
-from fsd_inference.handlers._common import LambdaContext, log_result, setup_logging
+from fsd_inference.handlers._common import LambdaContext
+from fsd_inference.handlers.observability import add_metrics, observed
 
 
+@observed("cleanup")
 def handler(event: dict[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:
-    setup_logging()
     parsed = load(CleanupEvent, event, "the cleanup event")
-    return log_result("cleanup", cleanup_step(parsed.execution, parsed.error))
+    result = cleanup_step(parsed.execution, parsed.error)
+    add_metrics(MetricUnit.Count, ObjectsDeleted=result["deleted_objects"],
+                FailedRuns=int(result["failed"]))
+    return result

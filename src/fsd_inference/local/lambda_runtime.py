@@ -209,6 +209,8 @@ class LambdaRuntime:
             "PYTHONPATH": str(code_dir),
             "PYTHONUNBUFFERED": "1",
             "TMPDIR": str(tmp),
+            # No X-Ray daemon here: Powertools' Tracer off unless the function says so
+            "POWERTOOLS_TRACE_DISABLED": "true",
         })
         environment.update(dict(spec.environment))
         return environment
