@@ -26,3 +26,6 @@ MNIST_IMAGE_SIDE = 32
 
 # Environment variables.
 ENV_CACHE_DIR = "FSD_CACHE_DIR"
+ENV_THREADS = "FSD_THREADS"  # threads of the layer kernel (default: the CPUs available)
+ENV_KERNEL = "FSD_KERNEL"  # auto | fused | scipy
+ENV_KERNEL_LIBRARY = "FSD_KERNEL_LIBRARY"  # another build of libfsdkernel.so

@@ -1,0 +1,199 @@
+"""The fused layer kernel: product, bias, ReLU, cap and sorted CSR output in one pass
+per block of rows, in compiled C (fused.c), bit-for-bit equal to :mod:`scipy_kernel`.
+
+Rows are cut into blocks of about equal work (the input entries they hold); with more
+than one thread, a pool of Python threads runs the blocks (each ctypes call releases
+the GIL), and the blocks' rows are copied once into the result.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from fsd_inference.kernel import library
+from fsd_inference.kernel.base import (
+    KernelError,
+    LayerKernel,
+    LayerWeights,
+    Piece,
+    power_of_two_scale,
+)
+
+BLOCKS_PER_THREAD = 4  # more blocks than threads, so a dense block does not idle the rest
+MIN_BLOCK_ROWS = 64  # below this a block's fixed cost (scratch set-up, a call) dominates
+_FUNCTIONS = {np.dtype(np.float32): "fsd_layer_f32", np.dtype(np.float64): "fsd_layer_f64"}
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="fsd-kernel")
+    return _POOLS[threads]
+
+
+def _address(array: np.ndarray | None) -> int | None:
+    return None if array is None else int(array.ctypes.data)
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """W's arrays as the C code reads them, and the struct pointing at them."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    struct: library.WeightsStruct
+
+    @property
+    def scale(self) -> float:
+        return float(self.struct.scale)
+
+
+def _prepare_weights(matrix: sp.csr_matrix) -> _Weights:
+    n_in, n_out = matrix.shape
+    if matrix.dtype not in _FUNCTIONS:
+        raise KernelError(f"weights of dtype {matrix.dtype}: the fused kernel computes "
+                          f"float32 or float64")
+    indptr = np.ascontiguousarray(matrix.indptr, dtype=np.int64)
+    indices = np.ascontiguousarray(matrix.indices, dtype=np.int32)
+    data = np.ascontiguousarray(matrix.data)
+    if (indptr.size != n_in + 1 or indptr[0] != 0 or indptr[-1] != indices.size
+            or np.any(np.diff(indptr) < 0)):
+        raise KernelError(f"malformed {n_in} x {n_out} weights: inconsistent row pointers")
+    if indices.size and (indices.min() < 0 or indices.max() >= n_out):
+        raise KernelError(f"malformed {n_in} x {n_out} weights: a column outside 0..{n_out - 1}")
+    struct = library.WeightsStruct(n_in, n_out, _address(indptr), _address(indices),
+                                   _address(data), power_of_two_scale(matrix))
+    return _Weights(indptr, indices, data, struct)
+
+
+def _prepare_piece(piece: Piece, batch: int, keep: list[Any]) -> library.PieceStruct:
+    values = piece.values
+    if not values.has_sorted_indices:  # the contract: ascending positions within a row
+        values = values.sorted_indices()
+    n_rows, width = values.shape
+    indptr = np.ascontiguousarray(values.indptr, dtype=np.int64)
+    indices = np.ascontiguousarray(values.indices, dtype=np.int32)
+    data = np.ascontiguousarray(values.data)
+    rows = starts = positions = None
+    if piece.rows is not None:
+        rows = np.ascontiguousarray(piece.rows, dtype=np.int64)
+        if rows.size and (rows[0] < 0 or rows[-1] >= batch or np.any(np.diff(rows) <= 0)):
+            raise KernelError(f"an input piece's rows are not ascending ids below {batch}")
+    if piece.columns is not None:
+        starts = np.ascontiguousarray(piece.columns.starts, dtype=np.int64)
+        positions = np.ascontiguousarray(piece.columns.positions, dtype=np.int64)
+        if starts[0] != 0 or starts[-1] != positions.size or np.any(np.diff(starts) < 0):
+            raise KernelError("an input piece's column map is inconsistent")
+    keep.extend((indptr, indices, data, rows, starts, positions))
+    return library.PieceStruct(_address(rows), n_rows, width, _address(starts),
+                               _address(positions), _address(indptr), _address(indices),
+                               _address(data))
+
+
+def _row_work(pieces: Sequence[Piece], batch: int) -> np.ndarray:
+    """Input entries per batch row: the work estimate that balances the blocks."""
+    work = np.zeros(batch, dtype=np.int64)
+    for piece in pieces:
+        counts = np.diff(piece.values.indptr)
+        if piece.rows is None:
+            work[:counts.size] += counts
+        else:
+            work[piece.rows] += counts
+    return work
+
+
+def row_blocks(work: np.ndarray, blocks: int) -> list[tuple[int, int]]:
+    """Cut rows into at most ``blocks`` contiguous ranges of about equal total work."""
+    batch = work.size
+    blocks = max(1, min(blocks, batch // MIN_BLOCK_ROWS))
+    if blocks == 1:
+        return [(0, batch)]
+    total = np.cumsum(work + 1)  # +1: an empty row still costs its scan
+    cuts = np.searchsorted(total, total[-1] * np.arange(1, blocks) / blocks)
+    edges = np.unique(np.concatenate(([0], cuts, [batch])))
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+class FusedKernel(LayerKernel):
+    """The compiled one-pass kernel over ``threads`` threads."""
+
+    name = "fused"
+
+    def __init__(self, threads: int = 1) -> None:
+        super().__init__(threads)
+        lib = library.load()
+        if lib is None:
+            raise KernelError(f"the fused kernel is unavailable: {library.load_error()}")
+        self._lib = lib
+        self.scaled_rows = 0  # rows the last step computed on the power-of-two path
+
+    def _step(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights, bias: float,
+              cap: float) -> sp.csr_matrix:
+        prepared: _Weights = weights.derived("fused", _prepare_weights)
+        n_out = weights.shape[1]
+        keep: list[Any] = []
+        structs = (library.PieceStruct * max(1, len(pieces)))(
+            *(_prepare_piece(piece, batch, keep) for piece in pieces))
+        function = getattr(self._lib, _FUNCTIONS[weights.dtype])
+        blocks = row_blocks(_row_work(pieces, batch),
+                            self.threads * BLOCKS_PER_THREAD if self.threads > 1 else 1)
+
+        def run(block: tuple[int, int]) -> int:
+            handle = ctypes.c_void_p()
+            status = function(structs, len(pieces), ctypes.byref(prepared.struct), bias, cap,
+                              block[0], block[1], ctypes.byref(handle))
+            result = int(handle.value or 0)
+            if status != library.OK:
+                where = self._lib.fsd_bad_at(result) if result else -1
+                self._lib.fsd_free(result or None)
+                raise KernelError(_message(status, int(where), block))
+            return result
+
+        if self.threads > 1 and len(blocks) > 1:
+            handles = list(_pool(self.threads).map(run, blocks))
+        else:
+            handles = [run(block) for block in blocks]
+        try:
+            return self._collect(handles, blocks, batch, n_out, weights.dtype)
+        finally:
+            for handle in handles:
+                self._lib.fsd_free(handle)
+
+    def _collect(self, handles: list[int], blocks: list[tuple[int, int]], batch: int,
+                 n_out: int, dtype: np.dtype[Any]) -> sp.csr_matrix:
+        sizes = [int(self._lib.fsd_nnz(h)) for h in handles]
+        self.scaled_rows = sum(int(self._lib.fsd_scaled_rows(h)) for h in handles)
+        total = sum(sizes)
+        indptr = np.zeros(batch + 1, dtype=np.int64)
+        indices = np.empty(total, dtype=np.int32)
+        data = np.empty(total, dtype=dtype)
+        offset = 0
+        for handle, (row0, _), size in zip(handles, blocks, sizes, strict=True):
+            self._lib.fsd_collect(handle, offset, indptr.ctypes.data + 8 * (row0 + 1),
+                                  indices.ctypes.data + 4 * offset,
+                                  data.ctypes.data + dtype.itemsize * offset, dtype.itemsize)
+            offset += size
+        index_dtype = np.int32 if total < np.iinfo(np.int32).max else np.int64
+        result = sp.csr_matrix((data, indices.astype(index_dtype, copy=False),
+                                indptr.astype(index_dtype)), shape=(batch, n_out), copy=False)
+        result.has_sorted_indices = True
+        return result
+
+
+def _message(status: int, where: int, block: tuple[int, int]) -> str:
+    rows = f"rows {block[0]}..{block[1] - 1}"
+    if status == library.NO_MEMORY:
+        return f"out of memory computing {rows}"
+    if status == library.BAD_COLUMN:
+        return f"row {where}: an input column outside its piece (or the weights' rows)"
+    if status == library.BAD_POSITION:
+        return f"row {where}: a column map names an input position outside the weights' rows"
+    return f"the kernel failed with status {status} on {rows}"
