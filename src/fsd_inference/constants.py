@@ -29,3 +29,8 @@ ENV_CACHE_DIR = "FSD_CACHE_DIR"
 ENV_THREADS = "FSD_THREADS"  # threads of the layer kernel (default: the CPUs available)
 ENV_KERNEL = "FSD_KERNEL"  # auto | fused | scipy
 ENV_KERNEL_LIBRARY = "FSD_KERNEL_LIBRARY"  # another build of libfsdkernel.so
+
+# Row parts per layer in the worker loop (worker.py): part c of a layer is sent while
+# part c + 1 is computed. 1 = no overlap; see README "Overlap" for the measurement.
+DEFAULT_PARTS = 1
+MAX_PARTS = 64

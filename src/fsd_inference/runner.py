@@ -23,7 +23,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from fsd_inference.channels import ChannelConfig, Transport, transport_class
-from fsd_inference.exceptions import FsdError
+from fsd_inference.constants import DEFAULT_PARTS, MAX_PARTS
+from fsd_inference.exceptions import ConfigError, FsdError
+from fsd_inference.kernel import get_kernel, resolve_kernel_name, resolve_threads
 from fsd_inference.metrics import WorkerMetrics, summarize
 from fsd_inference.model.binary import pack_csr, read_bundle, unpack_csr, write_bundle
 from fsd_inference.model.network import Network, resolve_dtype
@@ -47,6 +49,10 @@ class InferOptions:
     seed: int = 0
     dtype: str = "float64"
     config: ChannelConfig = field(default_factory=ChannelConfig)
+    parts: int = DEFAULT_PARTS  # row parts per layer (worker.py): compute overlaps exchange
+    kernel: str | None = None  # layer kernel name (None: $FSD_KERNEL, else auto)
+    threads: int | None = None  # kernel threads per worker (None: $FSD_THREADS, else a
+    # fair share of this machine's CPUs: all workers run at once)
 
 
 @dataclass
@@ -87,20 +93,22 @@ def write_work(network: Network, inputs: sp.csr_matrix, owners: np.ndarray, work
     return plan
 
 
-def _worker_main(worker: int, directory: str, transport: Transport, dtype: str,
+def _worker_main(worker: int, directory: str, transport: Transport, options: InferOptions,
                  results: Any) -> None:
     """Entry point of one worker process: load its files, run every layer, report."""
     metrics = WorkerMetrics(worker)
     try:
         started = time.perf_counter()
-        shard = load_shard(Path(directory) / f"shard-{worker}.fsdm", dtype)
+        kernel = get_kernel(options.kernel, options.threads, share=options.workers)
+        shard = load_shard(Path(directory) / f"shard-{worker}.fsdm", options.dtype)
         _, arrays = read_bundle(Path(directory) / f"input-{worker}.fsdm")
-        y = unpack_csr("y", arrays, dtype)
+        y = unpack_csr("y", arrays, options.dtype)
         channel = transport.channel(worker, metrics)
         metrics.load_s = time.perf_counter() - started
         try:
             y = run_layers(shard, y, channel,
-                           on_layer=lambda k: results.put(("layer", worker, k)))
+                           on_layer=lambda k: results.put(("layer", worker, k)),
+                           parts=options.parts, kernel=kernel)
         finally:
             channel.close()
         metrics.total_s = time.perf_counter() - started
@@ -120,6 +128,10 @@ def run_inference(
 ) -> InferResult:
     """Run the distributed inference on local worker processes; raises on any failure."""
     resolve_dtype(options.dtype)
+    if not 1 <= options.parts <= MAX_PARTS:
+        raise ConfigError(f"parts must be between 1 and {MAX_PARTS}, got {options.parts}")
+    resolve_kernel_name(options.kernel)  # bad names and thread counts fail here, not in
+    resolve_threads(options.threads)  # every worker process
     execution = f"fsd-{uuid.uuid4().hex[:12]}"
     phases: dict[str, float] = {}
     tick = time.perf_counter()
@@ -155,7 +167,7 @@ def _run_processes(ctx: Any, directory: str, transport: Transport, options: Infe
     results = ctx.Queue()
     processes = [
         ctx.Process(target=_worker_main, name=f"fsd-worker-{p}", daemon=True,
-                    args=(p, directory, transport, options.dtype, results))
+                    args=(p, directory, transport, options, results))
         for p in range(options.workers)
     ]
     for process in processes:

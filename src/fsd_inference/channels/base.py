@@ -41,11 +41,14 @@ class ChannelError(FsdError):
 
 
 class ChannelTimeout(ChannelError):
-    def __init__(self, worker: int, layer: int, missing: Iterable[int], seconds: float) -> None:
+    def __init__(self, worker: int, layer: int, missing: Iterable[int], seconds: float,
+                 part: int = 0) -> None:
         self.missing = sorted(missing)
+        self.part = part
+        what = f" (part {part})" if part else ""
         super().__init__(
             worker, layer,
-            f"timed out after {seconds:g} s waiting for source worker(s) {self.missing}",
+            f"timed out after {seconds:g} s waiting for source worker(s) {self.missing}{what}",
         )
 
 
@@ -68,36 +71,40 @@ class Channel(ABC):
         self.worker = worker
         self.config = config
         self.metrics = metrics or WorkerMetrics(worker)
-        self._chunks: dict[tuple[int, int], dict[int, bytes]] = {}
-        self._ready: dict[int, dict[int, Block]] = {}
-        self._consumed: set[tuple[int, int]] = set()
+        # messages are keyed by (layer, part, source); see codec.py for "part"
+        self._chunks: dict[tuple[int, int, int], dict[int, bytes]] = {}
+        self._ready: dict[tuple[int, int], dict[int, Block]] = {}
+        self._consumed: set[tuple[int, int, int]] = set()
 
     # -------------------------------------------------------------- public, shared work
 
-    def send(self, layer: int, target: int, block: Block) -> None:
+    def send(self, layer: int, target: int, block: Block, part: int = 0) -> None:
         frames = encode_frames(self.execution, layer, self.worker, target, encode_body(block),
-                               self.config.max_message_bytes)
+                               self.config.max_message_bytes, part)
         self._put(target, frames)
         m = self.metrics.layer(layer)
         m.messages_sent += 1
         m.frames_sent += len(frames)
         m.bytes_sent += sum(len(f) for f in frames)
 
-    def receive(self, layer: int, sources: Iterable[int], timeout: float | None = None
-                ) -> dict[int, Block]:
-        """Wait for one block from every source for ``layer``; buffer everything else."""
+    def receive(self, layer: int, sources: Iterable[int], timeout: float | None = None,
+                part: int = 0) -> dict[int, Block]:
+        """Wait for one block from every source for ``(layer, part)``; buffer everything
+        else."""
         wanted = set(sources)
         limit = self.config.receive_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + limit
         while True:
-            ready = self._ready.get(layer, {})
+            ready = self._ready.get((layer, part), {})
             if wanted <= ready.keys():
                 got = {s: ready.pop(s) for s in wanted}
-                self._consumed.update((layer, s) for s in wanted)
+                if not ready:
+                    self._ready.pop((layer, part), None)
+                self._consumed.update((layer, part, s) for s in wanted)
                 return got
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ChannelTimeout(self.worker, layer, wanted - ready.keys(), limit)
+                raise ChannelTimeout(self.worker, layer, wanted - ready.keys(), limit, part)
             for frame in self._get(min(remaining, self.config.poll_s)):
                 self._accept(frame, layer)
 
@@ -129,7 +136,8 @@ class Channel(ABC):
         m.frames_received += 1
         m.bytes_received += len(frame)
         key = header.message_key
-        if key in self._consumed or header.source in self._ready.get(header.layer, {}):
+        if key in self._consumed or \
+                header.source in self._ready.get((header.layer, header.part), {}):
             m.duplicates_dropped += 1
             return
         parts = self._chunks.setdefault(key, {})
@@ -146,7 +154,7 @@ class Channel(ABC):
         except FrameError as exc:
             raise ChannelError(self.worker, header.layer,
                                f"block from worker {header.source}: {exc}") from exc
-        self._ready.setdefault(header.layer, {})[header.source] = block
+        self._ready.setdefault((header.layer, header.part), {})[header.source] = block
         m.messages_received += 1
 
     def _check_address(self, header: FrameHeader, current_layer: int) -> None:

@@ -23,10 +23,18 @@ triples: 135.6 MB for the same blocks.
 The body is zstd-compressed, then cut into chunks of at most ``max_chunk`` bytes; each
 chunk becomes one frame with a fixed header:
 
-    magic "FSD1" | u8 flags | u8 exec-id length | exec id | u32 layer | u32 source |
-    u32 target | u32 chunk | u32 chunks | u32 payload length | u32 crc32(payload)
+    magic "FSD2" | u8 flags | u8 exec-id length | exec id | u32 layer | u32 part |
+    u32 source | u32 target | u32 chunk | u32 chunks | u32 payload length |
+    u32 crc32(payload)
 
 so a corrupt or truncated frame is detected before anything is decoded.
+
+A message is keyed by (layer, part, source). ``part`` names which piece of the layer's
+work the block belongs to, 0 when a layer is one piece: the worker loop cuts the batch
+into row parts so that part c of layer l leaves as soon as it is computed, while part
+c + 1 is being computed (worker.py); other schedules (pipeline micro-batches) key their
+messages the same way. Frame chunks (``chunk`` of ``chunks``) are a transport matter
+below that: one message split to fit a size limit.
 """
 
 from __future__ import annotations
@@ -42,9 +50,9 @@ import zstandard
 
 from fsd_inference.exceptions import FsdError
 
-MAGIC = b"FSD1"
+MAGIC = b"FSD2"  # FSD1 frames had no part field
 _FIXED = struct.Struct("<4sBB")
-_TAIL = struct.Struct("<IIIIIII")
+_TAIL = struct.Struct("<IIIIIIII")
 _BODY_HEAD = struct.Struct("<IIIB")
 DTYPE_CODES: dict[np.dtype[Any], int] = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}
 CODE_DTYPES: dict[int, np.dtype[Any]] = {code: dtype for dtype, code in DTYPE_CODES.items()}
@@ -78,6 +86,7 @@ class Block:
 class FrameHeader:
     execution: str
     layer: int
+    part: int
     source: int
     target: int
     chunk: int
@@ -86,8 +95,8 @@ class FrameHeader:
     checksum: int
 
     @property
-    def message_key(self) -> tuple[int, int]:
-        return (self.layer, self.source)
+    def message_key(self) -> tuple[int, int, int]:
+        return (self.layer, self.part, self.source)
 
 
 def _narrow(values: np.ndarray) -> np.ndarray:
@@ -205,7 +214,7 @@ def decode_body(body: bytes) -> Block:
 
 
 def encode_frames(execution: str, layer: int, source: int, target: int, body: bytes,
-                  max_chunk: int) -> list[bytes]:
+                  max_chunk: int, part: int = 0) -> list[bytes]:
     """Cut ``body`` into frames whose total size (header included) fits ``max_chunk``."""
     exec_id = execution.encode()
     if len(exec_id) > MAX_EXECUTION_ID:
@@ -218,7 +227,7 @@ def encode_frames(execution: str, layer: int, source: int, target: int, body: by
     frames = []
     for index, piece in enumerate(pieces):
         head = _FIXED.pack(MAGIC, 0, len(exec_id)) + exec_id
-        tail = _TAIL.pack(layer, source, target, index, len(pieces), len(piece),
+        tail = _TAIL.pack(layer, part, source, target, index, len(pieces), len(piece),
                           zlib.crc32(piece))
         frames.append(head + tail + piece)
     return frames
@@ -239,10 +248,13 @@ def decode_frame(frame: bytes) -> tuple[FrameHeader, bytes]:
     if len(frame) < start + _TAIL.size:
         raise FrameError("truncated frame header")
     execution = frame[_FIXED.size:start].decode(errors="replace")
-    layer, source, target, chunk, chunks, length, checksum = _TAIL.unpack_from(frame, start)
+    layer, part, source, target, chunk, chunks, length, checksum = _TAIL.unpack_from(frame,
+                                                                                     start)
     payload = frame[start + _TAIL.size:]
-    header = FrameHeader(execution, layer, source, target, chunk, chunks, length, checksum)
-    where = f"frame layer {layer} from {source} to {target} chunk {chunk + 1}/{chunks}"
+    header = FrameHeader(execution, layer, part, source, target, chunk, chunks, length,
+                         checksum)
+    where = (f"frame layer {layer} part {part} from {source} to {target} "
+             f"chunk {chunk + 1}/{chunks}")
     if len(payload) != length:
         raise FrameError(f"{where}: payload is {len(payload)} bytes, header says {length}")
     if zlib.crc32(payload) != checksum:

@@ -3,7 +3,7 @@
 Key layout, all under the execution's scratch prefix (so one paginated delete at
 teardown removes everything an execution wrote, spilled queue payloads included)::
 
-    scratch/{execution}/t{target}/l{layer:05d}/s{source}-c{chunk}
+    scratch/{execution}/t{target}/l{layer:05d}/s{source}-p{part}-c{chunk}
 
 Target first: a worker's whole inbox is one prefix, and zero-padded layers list in
 order, so a receiver that was not told what to expect can still LIST its inbox.
@@ -77,8 +77,9 @@ def key_layer(key: str) -> int:
     return int(key.rsplit("/", 2)[-2][1:])
 
 
-def object_key(execution: str, layer: int, target: int, source: int, chunk: int) -> str:
-    return f"{layer_prefix(execution, layer, target)}s{source}-c{chunk}"
+def object_key(execution: str, layer: int, target: int, source: int, chunk: int,
+               part: int = 0) -> str:
+    return f"{layer_prefix(execution, layer, target)}s{source}-p{part}-c{chunk}"
 
 
 def require_bucket(aws: AwsConfig, purpose: str) -> str:
@@ -137,9 +138,11 @@ class ObjectChannel(Channel):
         self._outbox = Outbox(send_threads, f"fsd-object-w{worker}")
         self._fetcher = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fsd-fetch")
         self._layer = 0
+        self._part = 0
         self._sources: frozenset[int] = frozenset()
         self._fetched: dict[int, set[str]] = {}  # layer -> keys already read
-        self._chunk_counts: dict[tuple[int, int], int] = {}  # (layer, source) -> chunk count
+        # (layer, part, source) -> chunk count
+        self._chunk_counts: dict[tuple[int, int, int], int] = {}
         self._empty_polls = 0
 
     # ------------------------------------------------------------------ sending
@@ -147,7 +150,8 @@ class ObjectChannel(Channel):
     def _put(self, target: int, frames: list[bytes]) -> None:
         for frame in frames:
             header, _ = decode_frame(frame)
-            key = object_key(self.execution, header.layer, target, header.source, header.chunk)
+            key = object_key(self.execution, header.layer, target, header.source, header.chunk,
+                             header.part)
             self._outbox.submit(self._put_object, header.layer, key, frame)
 
     def _put_object(self, layer: int, key: str, frame: bytes) -> None:
@@ -168,19 +172,19 @@ class ObjectChannel(Channel):
 
     # ------------------------------------------------------------------ receiving
 
-    def receive(self, layer: int, sources: Iterable[int], timeout: float | None = None
-                ) -> dict[int, Block]:
+    def receive(self, layer: int, sources: Iterable[int], timeout: float | None = None,
+                part: int = 0) -> dict[int, Block]:
         wanted = frozenset(sources)
-        self.expect(layer, wanted)
-        return super().receive(layer, wanted, timeout)
+        self.expect(layer, wanted, part)
+        return super().receive(layer, wanted, timeout, part)
 
-    def expect(self, layer: int, sources: Iterable[int]) -> None:
-        """Name the layer and sources ``_get`` looks for (``receive`` does this)."""
+    def expect(self, layer: int, sources: Iterable[int], part: int = 0) -> None:
+        """Name the layer, part and sources ``_get`` looks for (``receive`` does this)."""
         if layer != self._layer:
             self._empty_polls = 0
             for old in [k for k in self._fetched if k < layer]:
                 del self._fetched[old]
-        self._layer, self._sources = layer, frozenset(sources)
+        self._layer, self._part, self._sources = layer, part, frozenset(sources)
 
     def _get(self, timeout: float) -> list[bytes]:
         deadline = time.monotonic() + timeout
@@ -203,9 +207,10 @@ class ObjectChannel(Channel):
         fetched = self._fetched.setdefault(self._layer, set())
         keys = []
         for source in sorted(self._sources):
-            count = self._chunk_counts.get((self._layer, source), 1)
+            count = self._chunk_counts.get((self._layer, self._part, source), 1)
             for chunk in range(count):
-                key = object_key(self.execution, self._layer, self.worker, source, chunk)
+                key = object_key(self.execution, self._layer, self.worker, source, chunk,
+                                 self._part)
                 if key not in fetched:
                     keys.append(key)
         return keys
@@ -239,7 +244,7 @@ class ObjectChannel(Channel):
         except FrameError:
             return  # the base class rejects it, naming worker and layer
         if header.chunks > 1:
-            self._chunk_counts[(header.layer, header.source)] = header.chunks
+            self._chunk_counts[(header.layer, header.part, header.source)] = header.chunks
 
     def _list(self, prefix: str) -> set[str]:
         keys: set[str] = set()

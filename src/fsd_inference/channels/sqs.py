@@ -99,9 +99,11 @@ def queue_name(prefix: str, execution: str, worker: int) -> str:
     return f"{prefix}-{clean}{suffix}"
 
 
-def spill_key(execution: str, layer: int, target: int, source: int, chunk: int) -> str:
+def spill_key(execution: str, layer: int, target: int, source: int, chunk: int,
+              part: int = 0) -> str:
     # deterministic: a resent frame overwrites its own object
-    return f"{scratch_prefix(execution)}spill/t{target}/l{layer:05d}/s{source}-c{chunk}"
+    return (f"{scratch_prefix(execution)}spill/t{target}/l{layer:05d}/"
+            f"s{source}-p{part}-c{chunk}")
 
 
 def inline_limit(message_limit: int) -> int:
@@ -165,7 +167,8 @@ class QueueChannel(Channel):
         for header, frame in parsed:
             body = base64.b64encode(frame).decode("ascii")
             if len(body) > self.message_limit:
-                body = self._spill(target, header.layer, header.source, header.chunk, frame)
+                body = self._spill(target, header.layer, header.source, header.chunk, frame,
+                                   header.part)
             bodies.append(body)
         batch: list[str] = []
         size = 0
@@ -178,13 +181,14 @@ class QueueChannel(Channel):
         if batch:
             self._send_batch(target, layer, batch)
 
-    def _spill(self, target: int, layer: int, source: int, chunk: int, frame: bytes) -> str:
+    def _spill(self, target: int, layer: int, source: int, chunk: int, frame: bytes,
+               part: int = 0) -> str:
         if self._s3 is None or not self.bucket:
             raise ChannelError(self.worker, layer,
                                f"a {len(frame):,}-byte frame exceeds the {self.message_limit:,}"
                                f"-byte message limit and no bucket is configured to spill it "
                                f"to (set FSD_BUCKET)")
-        key = spill_key(self.execution, layer, target, source, chunk)
+        key = spill_key(self.execution, layer, target, source, chunk, part)
         try:
             self._s3.put_object(Bucket=self.bucket, Key=key, Body=frame)
         except (ClientError, BotoCoreError) as exc:
@@ -229,10 +233,10 @@ class QueueChannel(Channel):
 
     # ------------------------------------------------------------------ receiving
 
-    def receive(self, layer: int, sources: Iterable[int], timeout: float | None = None
-                ) -> dict[int, Block]:
+    def receive(self, layer: int, sources: Iterable[int], timeout: float | None = None,
+                part: int = 0) -> dict[int, Block]:
         self._layer = layer  # for errors raised while waiting
-        return super().receive(layer, sources, timeout)
+        return super().receive(layer, sources, timeout, part)
 
     def _get(self, timeout: float) -> list[bytes]:
         self._outbox.check()

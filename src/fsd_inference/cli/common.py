@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fsd_inference.constants import DEFAULT_DTYPE, DTYPES
+from fsd_inference.constants import DEFAULT_DTYPE, DTYPES, ENV_KERNEL, ENV_THREADS
+from fsd_inference.kernel import KERNELS
 from fsd_inference.model.tsv import atomic_path, read_categories
 
 EXIT_MISMATCH = 3
@@ -32,6 +33,17 @@ def add_compute_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default=DEFAULT_DTYPE,
                         help=f"arithmetic and wire dtype (default {DEFAULT_DTYPE})")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def add_kernel_options(parser: argparse.ArgumentParser, workers: bool = False) -> None:
+    """--threads and --kernel, for the commands that compute layers in local processes."""
+    share = " per worker" if workers else ""
+    cpus = "the CPUs available divided among the workers" if workers else "the CPUs available"
+    parser.add_argument("--threads", type=int, default=None,
+                        help=f"layer kernel threads{share} (default ${ENV_THREADS}, else {cpus})")
+    parser.add_argument("--kernel", choices=["auto", *sorted(KERNELS)], default=None,
+                        help=f"layer kernel (default ${ENV_KERNEL}, else auto: the compiled "
+                             f"fused kernel when it is built, SciPy otherwise)")
 
 
 def check_expected(categories: np.ndarray, expected_path: str | None) -> int:

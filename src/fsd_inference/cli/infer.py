@@ -8,12 +8,14 @@ import time
 from fsd_inference.channels import AWS_TRANSPORTS, TRANSPORTS, ChannelConfig
 from fsd_inference.cli.common import (
     add_compute_options,
+    add_kernel_options,
     add_model_options,
     check_expected,
     say,
     write_json,
 )
 from fsd_inference.config import AwsConfig
+from fsd_inference.constants import DEFAULT_PARTS, MAX_PARTS
 from fsd_inference.local import aws_for_run
 from fsd_inference.model.load import load_model
 from fsd_inference.model.tsv import read_input, write_categories
@@ -35,6 +37,7 @@ def _infer(args: argparse.Namespace, aws: AwsConfig) -> int:
         dtype=args.dtype,
         config=ChannelConfig(max_message_bytes=args.message_limit,
                              receive_timeout_s=args.timeout, aws=aws),
+        parts=args.parts, kernel=args.kernel, threads=args.threads,
     )
     say(f"{args.workers} workers over the {args.channel} channel, {args.partition} partition")
     started = time.perf_counter()
@@ -75,5 +78,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inf.add_argument("--out", required=True, help="categories file to write")
     inf.add_argument("--metrics", help="metrics JSON file to write")
     inf.add_argument("--expect", help="categories file to compare with (exit 3 on mismatch)")
+    inf.add_argument("--parts", type=int, default=DEFAULT_PARTS,
+                     help=f"row parts per layer: part c is sent while part c + 1 is computed "
+                          f"(1..{MAX_PARTS}, default {DEFAULT_PARTS})")
     add_compute_options(inf)
+    add_kernel_options(inf, workers=True)
     inf.set_defaults(func=cmd_infer)

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from fsd_inference.cli.common import (
     add_compute_options,
+    add_kernel_options,
     add_model_options,
     check_expected,
 )
+from fsd_inference.kernel import get_kernel
 from fsd_inference.model.binary import SUFFIX, save_network
 from fsd_inference.model.generate import DEFAULT_BLOCK, GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path, upsample
@@ -53,10 +55,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(result: InferenceResult, network: Network, dtype: str) -> None:
+def _report(result: InferenceResult, network: Network, dtype: str, kernel: str) -> None:
     print(
         f"categories: {len(result.categories):,} of {result.inputs:,} inputs | "
-        f"{network.neurons} neurons x {network.depth} layers, {dtype} | "
+        f"{network.neurons} neurons x {network.depth} layers, {dtype} | {kernel} | "
         f"{result.seconds:.2f} s | {result.edges_per_second:.3e} edges/s"
     )
 
@@ -64,9 +66,10 @@ def _report(result: InferenceResult, network: Network, dtype: str) -> None:
 def cmd_reference(args: argparse.Namespace) -> int:
     network = load_model(args.model, bias=args.bias)
     inputs = read_input(args.input, neurons=network.neurons, dtype=args.dtype)
-    result = infer(network, inputs, args.dtype, Progress("reference", quiet=args.quiet))
+    kernel = get_kernel(args.kernel, args.threads)
+    result = infer(network, inputs, args.dtype, Progress("reference", quiet=args.quiet), kernel)
     write_categories(result.categories, args.out)
-    _report(result, network, args.dtype)
+    _report(result, network, args.dtype, f"{kernel.name} kernel, {kernel.threads} threads")
     return check_expected(result.categories, args.expect)
 
 
@@ -102,4 +105,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ref.add_argument("--out", required=True, help="categories file to write")
     ref.add_argument("--expect", help="categories file to compare with (exit 3 on mismatch)")
     add_compute_options(ref)
+    add_kernel_options(ref)
     ref.set_defaults(func=cmd_reference)

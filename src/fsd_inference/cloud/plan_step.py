@@ -6,7 +6,7 @@ Input (the execution's input, as ``request``; the execution name from the contex
      "input": "inputs/mnist.tsv.gz",                    row<TAB>col<TAB>value, 1-based
      "workers": 8, "channel": "queue", "partition": "hypergraph", "seed": 0,
      "dtype": "float64", "message_limit": 1048576, "receive_timeout_s": 120,
-     "layers_per_block": 20, "bias": null, "rows": null, "expect": null}
+     "layers_per_block": 20, "bias": null, "rows": null, "expect": null, "parts": 1}
 
 Everything but model, input and workers has a default (cloud.settings). Output: the
 small state the rest of the machine carries (``run``), the Map's items (worker ids)
@@ -44,7 +44,7 @@ from fsd_inference.cloud.layout import model_key, plan_key, run_id
 from fsd_inference.cloud.run import RunInfo
 from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
 from fsd_inference.cloud.storage import Storage, storage_for
-from fsd_inference.constants import DEFAULT_DTYPE, DTYPES
+from fsd_inference.constants import DEFAULT_DTYPE, DEFAULT_PARTS, DTYPES, MAX_PARTS
 from fsd_inference.metrics import WorkerMetrics
 from fsd_inference.model.binary import SUFFIX, save_network
 from fsd_inference.model.load import load_model
@@ -81,11 +81,12 @@ class PlanRequest:
     bias: float | None
     rows: int | None
     expect: str | None
+    parts: int = DEFAULT_PARTS
 
 
 _REQUIRED = ("model", "input", "workers")
 _OPTIONAL = ("channel", "partition", "seed", "dtype", "message_limit", "receive_timeout_s",
-             "layers_per_block", "bias", "rows", "expect")
+             "layers_per_block", "bias", "rows", "expect", "parts")
 
 
 def _int(data: dict[str, Any], name: str, low: int, high: int | None = None) -> int | None:
@@ -166,6 +167,7 @@ def parse_request(data: Any, settings: CloudSettings) -> PlanRequest:
         layers_per_block=_int(data, "layers_per_block", 1),
         bias=None if bias is None else float(bias), rows=_int(data, "rows", 1),
         expect=_key(data, "expect", bucket),
+        parts=_int(data, "parts", 1, MAX_PARTS) or DEFAULT_PARTS,
     )
 
 
@@ -302,7 +304,7 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
             receive_timeout_s=request.receive_timeout_s, dtype=request.dtype,
             neurons=network.neurons, depth=network.depth, batch=int(inputs.shape[0]),
             layers_per_block=layers_per_block, blocks=-(-network.depth // layers_per_block),
-            map=mode, model=fingerprint,
+            map=mode, model=fingerprint, parts=request.parts,
         )
         tick = time.perf_counter()
         owners, cached = _owners(storage, request, network, directory)

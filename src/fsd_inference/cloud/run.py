@@ -9,13 +9,14 @@ channel name, message limit, receive timeout) plus its own environment (AwsConfi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from typing import Any, get_args
 
 from fsd_inference.channels import ChannelConfig, Transport, transport_class
 from fsd_inference.cloud.history import MapMode
 from fsd_inference.cloud.layout import RunLayout, block_range
 from fsd_inference.config import AwsConfig
+from fsd_inference.constants import DEFAULT_PARTS
 from fsd_inference.exceptions import ConfigError
 
 
@@ -35,6 +36,7 @@ class RunInfo:
     blocks: int
     map: MapMode
     model: str  # fingerprint
+    parts: int = DEFAULT_PARTS  # row parts per layer in the worker loop (worker.py)
 
     def __post_init__(self) -> None:
         if self.map not in get_args(MapMode):
@@ -65,6 +67,8 @@ class RunInfo:
         values: dict[str, Any] = {}
         for f in fields(cls):
             if f.name not in data:
+                if f.default is not MISSING:
+                    continue
                 raise ConfigError(f"the event's run is missing {f.name!r}")
             value = data[f.name]
             kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)

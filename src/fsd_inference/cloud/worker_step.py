@@ -165,7 +165,8 @@ def worker_step(run: RunInfo, block: int, worker: int, deadline_s: float,
             channel = transport.channel(worker, metrics)
             try:
                 deadline.begin()
-                y = run_layers(shard, y, channel, first, last, on_layer=deadline.after_layer)
+                y = run_layers(shard, y, channel, first, last, on_layer=deadline.after_layer,
+                               parts=run.parts)
             finally:
                 channel.close()
         except (ChannelError, ClientError, BotoCoreError) as exc:

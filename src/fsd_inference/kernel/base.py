@@ -95,7 +95,8 @@ class LayerWeights:
 
     @property
     def dtype(self) -> np.dtype[Any]:
-        return np.dtype(self.matrix.dtype)
+        dtype: np.dtype[Any] = np.dtype(self.matrix.dtype)
+        return dtype
 
     def derived(self, name: str, build: Any) -> Any:
         """``build(matrix)`` computed once and kept (indices, scale, ...)."""

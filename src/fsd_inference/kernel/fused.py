@@ -9,6 +9,7 @@ the GIL), and the blocks' rows are copied once into the result.
 from __future__ import annotations
 
 import ctypes
+import itertools
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -110,16 +111,18 @@ def _row_work(pieces: Sequence[Piece], batch: int) -> np.ndarray:
     return work
 
 
-def row_blocks(work: np.ndarray, blocks: int) -> list[tuple[int, int]]:
-    """Cut rows into at most ``blocks`` contiguous ranges of about equal total work."""
+def row_blocks(work: np.ndarray, blocks: int, min_rows: int = MIN_BLOCK_ROWS
+               ) -> list[tuple[int, int]]:
+    """Cut rows into at most ``blocks`` contiguous ranges of about equal total work, none
+    shorter than ``min_rows`` rows unless the whole batch is."""
     batch = work.size
-    blocks = max(1, min(blocks, batch // MIN_BLOCK_ROWS))
+    blocks = max(1, min(blocks, batch // max(1, min_rows)))
     if blocks == 1:
         return [(0, batch)]
     total = np.cumsum(work + 1)  # +1: an empty row still costs its scan
     cuts = np.searchsorted(total, total[-1] * np.arange(1, blocks) / blocks)
     edges = np.unique(np.concatenate(([0], cuts, [batch])))
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges.tolist())]
 
 
 class FusedKernel(LayerKernel):
@@ -133,6 +136,7 @@ class FusedKernel(LayerKernel):
         if lib is None:
             raise KernelError(f"the fused kernel is unavailable: {library.load_error()}")
         self._lib = lib
+        self.min_block_rows = MIN_BLOCK_ROWS
         self.scaled_rows = 0  # rows the last step computed on the power-of-two path
 
     def _step(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights, bias: float,
@@ -144,7 +148,8 @@ class FusedKernel(LayerKernel):
             *(_prepare_piece(piece, batch, keep) for piece in pieces))
         function = getattr(self._lib, _FUNCTIONS[weights.dtype])
         blocks = row_blocks(_row_work(pieces, batch),
-                            self.threads * BLOCKS_PER_THREAD if self.threads > 1 else 1)
+                            self.threads * BLOCKS_PER_THREAD if self.threads > 1 else 1,
+                            self.min_block_rows)
 
         def run(block: tuple[int, int]) -> int:
             handle = ctypes.c_void_p()

@@ -63,7 +63,7 @@ class ScipyKernel(LayerKernel):
 
     def _step(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights, bias: float,
               cap: float) -> sp.csr_matrix:
-        n_in, n_out = weights.shape
+        n_in = weights.shape[0]
         if len(pieces) == 1 and pieces[0].rows is None and pieces[0].columns is None:
             y = pieces[0].values
         else:
