@@ -228,7 +228,7 @@ def test_frames_at_and_just_over_the_message_limit(rig: MakeRig, name: str,
         assert sender.api_calls["SQS.SendMessageBatch"] == 2
         assert sender.api_calls["S3.PutObject"] == 1  # only the frame over the limit
         assert receiver.api_calls["S3.GetObject"] == 1
-        assert [k.split("/spill/")[1] for k in r.scratch_keys()] == ["t1/l00002/s0-c0"]
+        assert [k.split("/spill/")[1] for k in r.scratch_keys()] == ["t1/l00002/s0-p0-c0"]
     if name == "object":
         assert sender.api_calls["S3.PutObject"] == 2
         assert sender.api_bytes["S3.PutObject sent"] == len(at_limit) + len(over)
@@ -285,6 +285,22 @@ def test_early_messages_for_later_layers_are_buffered(rig: MakeRig, name: str) -
         got = r[1].receive(layer, [0, 2])
         assert_same_block(got[0], blocks[layer])
         assert_same_block(got[2], blocks[layer])
+
+
+@pytest.mark.parametrize("name", CHANNELS)
+def test_parts_of_a_layer_are_separate_messages(rig: MakeRig, name: str) -> None:
+    """Messages are keyed by (layer, part, source): parts sent out of order, each over
+    the limit (spilled, or chunked), arrive apart and are received in any order."""
+    r = rig(name, workers=2, limit=256 * KiB)
+    blocks = {part: random_block(20 + part, 400, 200, 0.5) for part in (0, 1, 2)}
+    for part in (2, 0, 1):
+        r[0].send(5, 1, blocks[part], part)
+    r[0].flush()
+    for part in (1, 0, 2):
+        assert_same_block(r[1].receive(5, [0], part=part)[0], blocks[part])
+    assert r[1].metrics.layer(5).messages_received == 3
+    with pytest.raises(ChannelTimeout, match=r"layer 5: .* \[0\] \(part 1\)"):
+        r[1].receive(5, [0], timeout=0.5, part=1)  # consumed: a part is delivered once
 
 
 @pytest.mark.parametrize("name", CHANNELS)

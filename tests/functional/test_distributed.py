@@ -16,10 +16,10 @@ import scipy.sparse as sp
 from fsd_inference.channels.base import ChannelConfig
 from fsd_inference.channels.faults import Faults, faulty_factory
 from fsd_inference.channels.memory import MemoryTransport
+from fsd_inference.kernel.scipy_kernel import ScipyKernel
 from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path, upsample
 from fsd_inference.model.network import Network
-from fsd_inference.kernel.scipy_kernel import ScipyKernel
 from fsd_inference.model.reference import InferenceResult
 from fsd_inference.model.reference import infer as infer_with
 from fsd_inference.model.tsv import read_input

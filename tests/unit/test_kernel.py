@@ -9,6 +9,7 @@ bytes of the values, so a different rounding anywhere would show.
 from __future__ import annotations
 
 import functools
+import itertools
 
 import numpy as np
 import pytest
@@ -120,7 +121,7 @@ def layer_cases(draw: st.DrawFn) -> tuple[list[sp.csr_matrix], sp.csr_matrix, fl
     widths = draw(st.lists(st.integers(0, 40), min_size=2, max_size=4))
     rows = draw(st.integers(0, 50))
     weights = [random_matrix(rng, (a, b), draw(st.floats(0, 1)), draw(st.sampled_from(KINDS)),
-                             dtype) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+                             dtype) for a, b in itertools.pairwise(widths)]
     y = random_matrix(rng, (rows, widths[0]), draw(st.floats(0, 1)),
                       draw(st.sampled_from(KINDS)), dtype)
     bias = draw(st.sampled_from([-0.3, -0.35, 0.0, 0.5, -2.0, 1e-30, -1e-40]))
@@ -255,7 +256,7 @@ def test_row_blocks_cover_every_row_once_with_balanced_work() -> None:
     work = np.r_[np.zeros(300, np.int64), np.full(100, 50), np.zeros(600, np.int64)]
     blocks = row_blocks(work, 4, min_rows=1)
     assert blocks[0][0] == 0 and blocks[-1][1] == work.size
-    assert all(a[1] == b[0] for a, b in zip(blocks[:-1], blocks[1:], strict=True))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(blocks))
     loads = [int(work[a:b].sum()) for a, b in blocks]
     assert max(loads) <= 2 * (work.sum() + work.size) / 4
     # two blocks at most (400-row minimum), cut where half the work (6,000 units) is done
