@@ -32,6 +32,7 @@ setup(
         Extension(
             "fsd_inference.kernel.libfsdkernel",
             sources=["src/fsd_inference/kernel/fused.c"],
+            depends=["src/fsd_inference/kernel/fused_layer.h"],
             extra_compile_args=KERNEL_FLAGS,
             optional=True,
         )

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from fsd_inference.kernel import ColumnMap, KernelError, LayerWeights, Piece
 from fsd_inference.kernel.fused import FusedKernel, row_blocks
 from fsd_inference.kernel.scipy_kernel import ScipyKernel
+from fsd_inference.kernel.twins import twin_outputs
 from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path
 from fsd_inference.model.network import Network
@@ -284,3 +285,71 @@ def test_malformed_pieces_are_refused_not_read_out_of_bounds() -> None:
         kernel.step([Piece(wide)], 2, w, 0.0)
     with pytest.raises(KernelError, match="not ascending"):
         kernel.step([Piece(sp.csr_matrix(np.ones((2, 3))), np.array([1, 0]))], 2, w, 0.0)
+
+
+# ----------------------------------------------------------------------------- twins
+
+
+def brute_force_classes(matrix: sp.csr_matrix) -> list[list[int]]:
+    """Outputs grouped by identical weight column, compared as Python tuples."""
+    dense = matrix.tocsc()
+    groups: dict[tuple[tuple[int, bytes], ...], list[int]] = {}
+    for k in range(matrix.shape[1]):
+        column = dense[:, [k]]
+        column.sort_indices()
+        key = tuple(zip(column.indices.tolist(), [v.tobytes() for v in column.data],
+                        strict=True))
+        groups.setdefault(key, []).append(k)
+    return sorted(groups.values())
+
+
+@st.composite
+def twin_cases(draw: st.DrawFn) -> tuple[sp.csr_matrix, sp.csr_matrix, str]:
+    """Weights whose columns repeat (each copy of a column identical, arbitrary values,
+    an occasional near-copy that differs in one value), and inputs dense enough that
+    most rows take the twin path."""
+    dtype = draw(st.sampled_from(DTYPES))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n_in, distinct = draw(st.integers(1, 40)), draw(st.integers(1, 12))
+    base = random_matrix(rng, (n_in, distinct), float(rng.uniform(0.1, 1)),
+                         draw(st.sampled_from(KINDS)), dtype).toarray()
+    columns = rng.integers(0, distinct, draw(st.integers(2 * distinct, 6 * distinct)))
+    w = base[:, columns]
+    if draw(st.booleans()) and np.count_nonzero(w[:, 0]):
+        w[np.flatnonzero(w[:, 0])[0], 0] *= 2  # a near-twin: one weight differs
+    y = random_matrix(rng, (draw(st.integers(0, 30)), n_in), float(rng.uniform(0.3, 1)),
+                      "normal", dtype)
+    return sp.csr_matrix(w), y, dtype
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=twin_cases())
+def test_twin_classes_are_exactly_the_identical_columns(
+        case: tuple[sp.csr_matrix, sp.csr_matrix, str]) -> None:
+    w, _, _ = case
+    found = twin_outputs(w)
+    groups: dict[int, list[int]] = {}
+    for k, c in enumerate(found.class_of.tolist()):
+        groups.setdefault(c, []).append(k)
+    assert sorted(groups.values()) == brute_force_classes(w)
+    assert found.representatives.tolist() == [groups[c][0] for c in range(found.classes)]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("threads", THREADS)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=twin_cases())
+def test_twin_outputs_match_scipy(threads: int,
+                                  case: tuple[sp.csr_matrix, sp.csr_matrix, str]) -> None:
+    w, y, _ = case
+    kernel, layer = fused(threads), LayerWeights(w)
+    assert_same_bits(kernel.single(y, layer, -0.125), SCIPY.single(y, layer, -0.125))
+
+
+def test_generated_networks_take_the_twin_path() -> None:
+    net, x = radixnet(2), mnist(300)
+    kernel = fused(1)
+    y = sp.csr_matrix(x, dtype=np.float64)
+    y.sort_indices()
+    kernel.single(y, LayerWeights(net.layers[0]), net.bias)
+    assert kernel.twin_rows == np.count_nonzero(np.diff(y.indptr)) > 0

@@ -65,6 +65,16 @@ typedef struct {
     const int32_t *indices; /* validated by the caller: 0 <= index < n_out */
     const void *data;
     double scale;          /* != 0: every weight equals this power of two */
+    /* Optional (class_of NULL: none): twin outputs. Outputs whose weight columns are
+     * identical (same sources, same weights: every dense block of a RadiX-Net) receive
+     * the same products in the same order, so their sums are equal bit for bit. A dense
+     * row then sums only one representative per class (rep_*: W's n_rep representative
+     * columns, in CSR) and writes each output k the value of its class class_of[k]. */
+    int64_t n_rep;
+    const int64_t *rep_indptr;
+    const int32_t *rep_indices;
+    const void *rep_data;
+    const int32_t *class_of;
 } fsd_weights;
 
 typedef struct {
@@ -75,6 +85,7 @@ typedef struct {
     int64_t nnz;
     int64_t capacity;
     int64_t scaled_rows;   /* rows computed on the power-of-two path */
+    int64_t twin_rows;     /* rows computed on the twin path */
     int64_t bad_at;        /* with an error: the offending row/column/position */
 } fsd_result;
 
@@ -102,6 +113,7 @@ void fsd_free(fsd_result *r) {
 
 int64_t fsd_nnz(const fsd_result *r) { return r->nnz; }
 int64_t fsd_scaled_rows(const fsd_result *r) { return r->scaled_rows; }
+int64_t fsd_twin_rows(const fsd_result *r) { return r->twin_rows; }
 int64_t fsd_bad_at(const fsd_result *r) { return r->bad_at; }
 
 /* Copy a block's rows into the caller's arrays: indptr_out[i] = base + entries up to and
@@ -121,198 +133,29 @@ void fsd_collect(const fsd_result *r, int64_t base, int64_t *indptr_out, int32_t
 
 #define WORD_BITS 64
 #define WORDS(n) (((n) + WORD_BITS - 1) / WORD_BITS)
+/* A row whose products reach fewer than n_out / SPARSE_ROW_FACTOR outputs marks the
+ * outputs it reaches in a bitmap and emits from it; a denser row skips the marking and
+ * scans every output (measured: bench/kernel.py). */
+#ifndef SPARSE_ROW_FACTOR
+#define SPARSE_ROW_FACTOR 4
+#endif
 
-#define DEFINE_LAYER(SUFFIX, T, T_MIN_NORMAL, T_MAX)                                          \
-int fsd_layer_##SUFFIX(const fsd_piece *pieces, int32_t n_pieces, const fsd_weights *w,       \
-                       double bias, double cap, int64_t row0, int64_t row1,                   \
-                       fsd_result **out) {                                                    \
-    const T bias_t = (T)bias, cap_t = (T)cap, zero = (T)0;                                    \
-    const T scale_t = (T)w->scale;                                                            \
-    const double abs_scale = w->scale < 0 ? -w->scale : w->scale;                             \
-    const double grow_scale = abs_scale > 1.0 ? abs_scale : 1.0;                              \
-    const int64_t *Wp = w->indptr;                                                            \
-    const int32_t *Wj = w->indices;                                                           \
-    const T *Wx = (const T *)w->data;                                                         \
-    const int direct = n_pieces == 1 && pieces[0].colptr == NULL;                             \
-    int status = FSD_OK;                                                                      \
-    fsd_result *r = calloc(1, sizeof(fsd_result));                                            \
-    T *sums = calloc((size_t)(w->n_out > 0 ? w->n_out : 1), sizeof(T));                       \
-    uint64_t *touched = calloc((size_t)WORDS(w->n_out) + 1, sizeof(uint64_t));                \
-    int64_t *cursor = calloc((size_t)n_pieces + 1, sizeof(int64_t));                          \
-    T *xval = NULL, *oval = NULL;                                                             \
-    int64_t *opos = NULL;                                                                     \
-    uint64_t *xmark = NULL;                                                                   \
-    if (!direct) {                                                                            \
-        xval = malloc((size_t)(w->n_in > 0 ? w->n_in : 1) * sizeof(T));                       \
-        oval = malloc((size_t)(w->n_in > 0 ? w->n_in : 1) * sizeof(T));                       \
-        opos = malloc((size_t)(w->n_in > 0 ? w->n_in : 1) * sizeof(int64_t));                 \
-        xmark = calloc((size_t)WORDS(w->n_in) + 1, sizeof(uint64_t));                         \
-    }                                                                                         \
-    if (!r || !sums || !touched || !cursor ||                                                 \
-        (!direct && (!xval || !oval || !opos || !xmark))) {                                   \
-        status = FSD_NOMEM;                                                                   \
-        goto done;                                                                            \
-    }                                                                                         \
-    r->n_rows = row1 - row0;                                                                  \
-    r->counts = calloc((size_t)(r->n_rows > 0 ? r->n_rows : 1), sizeof(int64_t));            \
-    if (!r->counts) { status = FSD_NOMEM; goto done; }                                        \
-    /* each piece's first row at or after row0 (rows ascend): a binary search */              \
-    for (int32_t p = 0; p < n_pieces; p++) {                                                  \
-        if (pieces[p].rows == NULL) { cursor[p] = row0; continue; }                           \
-        int64_t lo = 0, hi = pieces[p].n_rows;                                                \
-        while (lo < hi) {                                                                     \
-            int64_t mid = lo + (hi - lo) / 2;                                                 \
-            if (pieces[p].rows[mid] < row0) lo = mid + 1; else hi = mid;                      \
-        }                                                                                     \
-        cursor[p] = lo;                                                                       \
-    }                                                                                         \
-    for (int64_t i = row0; i < row1; i++) {                                                   \
-        const int64_t *pos = NULL;                                                            \
-        const int32_t *pos32 = NULL;                                                          \
-        const T *val;                                                                         \
-        int64_t n = 0;                                                                        \
-        if (direct) {                                                                         \
-            const fsd_piece *pc = &pieces[0];                                                 \
-            int64_t at;                                                                       \
-            if (pc->rows == NULL) {                                                           \
-                if (i >= pc->n_rows) continue;                                                \
-                at = i;                                                                       \
-            } else {                                                                          \
-                if (cursor[0] >= pc->n_rows || pc->rows[cursor[0]] != i) continue;            \
-                at = cursor[0]++;                                                             \
-            }                                                                                 \
-            int64_t a = pc->indptr[at], b = pc->indptr[at + 1];                               \
-            pos32 = pc->indices + a;                                                          \
-            val = (const T *)pc->data + a;                                                    \
-            n = b - a;                                                                        \
-            for (int64_t e = 0; e < n; e++) {                                                 \
-                if ((uint64_t)pos32[e] >= (uint64_t)w->n_in) {                                \
-                    status = FSD_BAD_COLUMN; r->bad_at = i; goto done;                        \
-                }                                                                             \
-            }                                                                                 \
-        } else {                                                                              \
-            /* scatter every piece's row i into a dense row, then read it in order */        \
-            int64_t lowest = WORDS(w->n_in), highest = -1;                                    \
-            for (int32_t p = 0; p < n_pieces; p++) {                                          \
-                const fsd_piece *pc = &pieces[p];                                             \
-                int64_t at;                                                                   \
-                if (pc->rows == NULL) {                                                       \
-                    if (i >= pc->n_rows) continue;                                            \
-                    at = i;                                                                   \
-                } else {                                                                      \
-                    if (cursor[p] >= pc->n_rows || pc->rows[cursor[p]] != i) continue;        \
-                    at = cursor[p]++;                                                         \
-                }                                                                             \
-                const T *pv = (const T *)pc->data;                                            \
-                for (int64_t e = pc->indptr[at]; e < pc->indptr[at + 1]; e++) {               \
-                    int64_t c = pc->indices[e];                                               \
-                    if ((uint64_t)c >= (uint64_t)pc->width) {                                 \
-                        status = FSD_BAD_COLUMN; r->bad_at = i; goto done;                    \
-                    }                                                                         \
-                    int64_t f0 = pc->colptr ? pc->colptr[c] : c;                              \
-                    int64_t f1 = pc->colptr ? pc->colptr[c + 1] : c + 1;                      \
-                    for (int64_t f = f0; f < f1; f++) {                                       \
-                        int64_t q = pc->colpos ? pc->colpos[f] : f;                           \
-                        if ((uint64_t)q >= (uint64_t)w->n_in) {                               \
-                            status = FSD_BAD_POSITION; r->bad_at = i; goto done;              \
-                        }                                                                     \
-                        int64_t word = q / WORD_BITS;                                         \
-                        xmark[word] |= (uint64_t)1 << (q % WORD_BITS);                        \
-                        xval[q] = pv[e];                                                      \
-                        if (word < lowest) lowest = word;                                     \
-                        if (word > highest) highest = word;                                   \
-                    }                                                                         \
-                }                                                                             \
-            }                                                                                 \
-            for (int64_t word = lowest; word <= highest; word++) {                            \
-                uint64_t bits = xmark[word];                                                  \
-                xmark[word] = 0;                                                              \
-                while (bits) {                                                                \
-                    int64_t q = word * WORD_BITS + __builtin_ctzll(bits);                     \
-                    bits &= bits - 1;                                                         \
-                    opos[n] = q;                                                              \
-                    oval[n] = xval[q];                                                        \
-                    n++;                                                                      \
-                }                                                                             \
-            }                                                                                 \
-            pos = opos;                                                                       \
-            val = oval;                                                                       \
-        }                                                                                     \
-        if (n == 0) continue;                                                                 \
-        int scaled = 0;                                                                       \
-        if (w->scale != 0) {                                                                  \
-            double smallest = DBL_MAX, total = 0.0;                                           \
-            for (int64_t e = 0; e < n; e++) {                                                 \
-                double v = (double)val[e];                                                    \
-                v = v < 0 ? -v : v;                                                           \
-                total += v;                                                                   \
-                if (v != 0 && v < smallest) smallest = v;                                     \
-            }                                                                                 \
-            scaled = total * 2.0 * grow_scale < (double)T_MAX &&                              \
-                     smallest * abs_scale >= (double)T_MIN_NORMAL;                            \
-        }                                                                                     \
-        if (scaled) {                                                                         \
-            r->scaled_rows++;                                                                 \
-            for (int64_t e = 0; e < n; e++) {                                                 \
-                const int64_t j = pos ? pos[e] : pos32[e];                                    \
-                const T v = val[e];                                                           \
-                for (int64_t kk = Wp[j]; kk < Wp[j + 1]; kk++) {                              \
-                    const int32_t k = Wj[kk];                                                 \
-                    sums[k] += v;                                                             \
-                    touched[k / WORD_BITS] |= (uint64_t)1 << (k % WORD_BITS);                 \
-                }                                                                             \
-            }                                                                                 \
-        } else {                                                                              \
-            for (int64_t e = 0; e < n; e++) {                                                 \
-                const int64_t j = pos ? pos[e] : pos32[e];                                    \
-                const T v = val[e];                                                           \
-                for (int64_t kk = Wp[j]; kk < Wp[j + 1]; kk++) {                              \
-                    const int32_t k = Wj[kk];                                                 \
-                    sums[k] += v * Wx[kk];                                                    \
-                    touched[k / WORD_BITS] |= (uint64_t)1 << (k % WORD_BITS);                 \
-                }                                                                             \
-            }                                                                                 \
-        }                                                                                     \
-        if (r->nnz + w->n_out > r->capacity &&                                                \
-            grow(r, r->nnz + w->n_out, sizeof(T)) != FSD_OK) {                                \
-            status = FSD_NOMEM; goto done;                                                    \
-        }                                                                                     \
-        int32_t *oi = r->indices + r->nnz;                                                    \
-        T *ox = (T *)r->data + r->nnz;                                                        \
-        int64_t count = 0;                                                                    \
-        const int64_t words = WORDS(w->n_out);                                                \
-        for (int64_t word = 0; word < words; word++) {                                        \
-            uint64_t bits = touched[word];                                                    \
-            if (!bits) continue;                                                              \
-            touched[word] = 0;                                                                \
-            while (bits) {                                                                    \
-                const int32_t k = (int32_t)(word * WORD_BITS + __builtin_ctzll(bits));        \
-                bits &= bits - 1;                                                             \
-                T s = sums[k];                                                                \
-                sums[k] = zero;                                                               \
-                if (s != zero) {                                                              \
-                    if (scaled) s = s * scale_t;                                              \
-                    s = s + bias_t;                                                           \
-                    if (s < zero) s = zero;                                                   \
-                    else if (s > cap_t) s = cap_t;                                            \
-                    if (s != zero) {                                                          \
-                        oi[count] = k;                                                        \
-                        ox[count] = s;                                                        \
-                        count++;                                                              \
-                    }                                                                         \
-                }                                                                             \
-            }                                                                                 \
-        }                                                                                     \
-        r->counts[i - row0] = count;                                                          \
-        r->nnz += count;                                                                      \
-    }                                                                                         \
-done:                                                                                         \
-    free(sums); free(touched); free(cursor);                                                  \
-    free(xval); free(oval); free(opos); free(xmark);                                          \
-    if (status != FSD_OK && r && status == FSD_NOMEM) { fsd_free(r); r = NULL; }              \
-    *out = r;                                                                                 \
-    return status;                                                                            \
-}
+#define T float
+#define SUFFIX f32
+#define T_MIN_NORMAL FLT_MIN
+#define T_MAX FLT_MAX
+#include "fused_layer.h"
+#undef T
+#undef SUFFIX
+#undef T_MIN_NORMAL
+#undef T_MAX
 
-DEFINE_LAYER(f32, float, FLT_MIN, FLT_MAX)
-DEFINE_LAYER(f64, double, DBL_MIN, DBL_MAX)
+#define T double
+#define SUFFIX f64
+#define T_MIN_NORMAL DBL_MIN
+#define T_MAX DBL_MAX
+#include "fused_layer.h"
+#undef T
+#undef SUFFIX
+#undef T_MIN_NORMAL
+#undef T_MAX

@@ -26,9 +26,13 @@ from fsd_inference.kernel.base import (
     Piece,
     power_of_two_scale,
 )
+from fsd_inference.kernel.twins import twin_outputs
 
 BLOCKS_PER_THREAD = 4  # more blocks than threads, so a dense block does not idle the rest
 MIN_BLOCK_ROWS = 64  # below this a block's fixed cost (scratch set-up, a call) dominates
+# Output entries expected per input entry, per output column per input position: a
+# layer's output is about as dense as its input (steady state), with room to spare.
+CAPACITY_MARGIN = 1.25
 _FUNCTIONS = {np.dtype(np.float32): "fsd_layer_f32", np.dtype(np.float64): "fsd_layer_f64"}
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
@@ -43,13 +47,39 @@ def _address(array: np.ndarray | None) -> int | None:
     return None if array is None else int(array.ctypes.data)
 
 
+TWIN_GAIN = 2  # use twin outputs when they cut a dense row's sums at least this much
+
+
 @dataclass(frozen=True)
-class _Weights:
-    """W's arrays as the C code reads them, and the struct pointing at them."""
+class _Csr:
+    """A CSR matrix's arrays as the C code reads them (int64 row pointers, int32
+    columns, contiguous values), checked once."""
 
     indptr: np.ndarray
     indices: np.ndarray
     data: np.ndarray
+
+    @classmethod
+    def of(cls, matrix: sp.csr_matrix) -> _Csr:
+        n_in, n_out = matrix.shape
+        indptr = np.ascontiguousarray(matrix.indptr, dtype=np.int64)
+        indices = np.ascontiguousarray(matrix.indices, dtype=np.int32)
+        if (indptr.size != n_in + 1 or indptr[0] != 0 or indptr[-1] != indices.size
+                or np.any(np.diff(indptr) < 0)):
+            raise KernelError(f"malformed {n_in} x {n_out} weights: inconsistent row pointers")
+        if indices.size and (indices.min() < 0 or indices.max() >= n_out):
+            raise KernelError(f"malformed {n_in} x {n_out} weights: a column outside "
+                              f"0..{n_out - 1}")
+        return cls(indptr, indices, np.ascontiguousarray(matrix.data))
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """W's arrays, its twin representatives' (when worth it) and the struct pointing at
+    them all (the arrays are kept alive here)."""
+
+    full: _Csr
+    twins: tuple[_Csr, np.ndarray] | None  # representatives' columns, class of each output
     struct: library.WeightsStruct
 
     @property
@@ -62,17 +92,23 @@ def _prepare_weights(matrix: sp.csr_matrix) -> _Weights:
     if matrix.dtype not in _FUNCTIONS:
         raise KernelError(f"weights of dtype {matrix.dtype}: the fused kernel computes "
                           f"float32 or float64")
-    indptr = np.ascontiguousarray(matrix.indptr, dtype=np.int64)
-    indices = np.ascontiguousarray(matrix.indices, dtype=np.int32)
-    data = np.ascontiguousarray(matrix.data)
-    if (indptr.size != n_in + 1 or indptr[0] != 0 or indptr[-1] != indices.size
-            or np.any(np.diff(indptr) < 0)):
-        raise KernelError(f"malformed {n_in} x {n_out} weights: inconsistent row pointers")
-    if indices.size and (indices.min() < 0 or indices.max() >= n_out):
-        raise KernelError(f"malformed {n_in} x {n_out} weights: a column outside 0..{n_out - 1}")
-    struct = library.WeightsStruct(n_in, n_out, _address(indptr), _address(indices),
-                                   _address(data), power_of_two_scale(matrix))
-    return _Weights(indptr, indices, data, struct)
+    full = _Csr.of(matrix)
+    twins = None
+    # twins are identical columns as stored: with duplicate entries SciPy adds each
+    # product separately, so only a canonical W may be folded
+    if n_out and matrix.has_canonical_format:
+        found = twin_outputs(matrix)
+        if found.classes * TWIN_GAIN <= n_out:
+            rep = sp.csr_matrix(matrix[:, found.representatives])
+            rep.sort_indices()
+            twins = (_Csr.of(rep), np.ascontiguousarray(found.class_of, dtype=np.int32))
+    struct = library.WeightsStruct(
+        n_in, n_out, _address(full.indptr), _address(full.indices), _address(full.data),
+        power_of_two_scale(matrix), twins[1].max(initial=-1) + 1 if twins else 0,
+        _address(twins[0].indptr) if twins else None,
+        _address(twins[0].indices) if twins else None,
+        _address(twins[0].data) if twins else None, _address(twins[1]) if twins else None)
+    return _Weights(full, twins, struct)
 
 
 def _prepare_piece(piece: Piece, batch: int, keep: list[Any]) -> library.PieceStruct:
@@ -138,6 +174,7 @@ class FusedKernel(LayerKernel):
         self._lib = lib
         self.min_block_rows = MIN_BLOCK_ROWS
         self.scaled_rows = 0  # rows the last step computed on the power-of-two path
+        self.twin_rows = 0  # ... and on the twin path
 
     def _step(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights, bias: float,
               cap: float) -> sp.csr_matrix:
@@ -147,14 +184,16 @@ class FusedKernel(LayerKernel):
         structs = (library.PieceStruct * max(1, len(pieces)))(
             *(_prepare_piece(piece, batch, keep) for piece in pieces))
         function = getattr(self._lib, _FUNCTIONS[weights.dtype])
-        blocks = row_blocks(_row_work(pieces, batch),
-                            self.threads * BLOCKS_PER_THREAD if self.threads > 1 else 1,
+        work = _row_work(pieces, batch)
+        blocks = row_blocks(work, self.threads * BLOCKS_PER_THREAD if self.threads > 1 else 1,
                             self.min_block_rows)
+        fill = n_out / max(1, weights.shape[0]) * CAPACITY_MARGIN
 
         def run(block: tuple[int, int]) -> int:
             handle = ctypes.c_void_p()
+            capacity = int(work[block[0]:block[1]].sum() * fill) + n_out
             status = function(structs, len(pieces), ctypes.byref(prepared.struct), bias, cap,
-                              block[0], block[1], ctypes.byref(handle))
+                              block[0], block[1], capacity, ctypes.byref(handle))
             result = int(handle.value or 0)
             if status != library.OK:
                 where = self._lib.fsd_bad_at(result) if result else -1
@@ -176,6 +215,7 @@ class FusedKernel(LayerKernel):
                  n_out: int, dtype: np.dtype[Any]) -> sp.csr_matrix:
         sizes = [int(self._lib.fsd_nnz(h)) for h in handles]
         self.scaled_rows = sum(int(self._lib.fsd_scaled_rows(h)) for h in handles)
+        self.twin_rows = sum(int(self._lib.fsd_twin_rows(h)) for h in handles)
         total = sum(sizes)
         indptr = np.zeros(batch + 1, dtype=np.int64)
         indices = np.empty(total, dtype=np.int32)

@@ -29,7 +29,8 @@ class PieceStruct(ctypes.Structure):
 
 class WeightsStruct(ctypes.Structure):
     _fields_ = [("n_in", _i64), ("n_out", _i64), ("indptr", _p), ("indices", _p),
-                ("data", _p), ("scale", ctypes.c_double)]
+                ("data", _p), ("scale", ctypes.c_double), ("n_rep", _i64),
+                ("rep_indptr", _p), ("rep_indices", _p), ("rep_data", _p), ("class_of", _p)]
 
 
 def library_path() -> Path:
@@ -53,9 +54,9 @@ def load() -> ctypes.CDLL | None:
         function = getattr(lib, name)
         function.argtypes = [ctypes.POINTER(PieceStruct), ctypes.c_int32,
                              ctypes.POINTER(WeightsStruct), ctypes.c_double, ctypes.c_double,
-                             _i64, _i64, ctypes.POINTER(_p)]
+                             _i64, _i64, _i64, ctypes.POINTER(_p)]
         function.restype = ctypes.c_int
-    for name in ("fsd_nnz", "fsd_scaled_rows", "fsd_bad_at"):
+    for name in ("fsd_nnz", "fsd_scaled_rows", "fsd_twin_rows", "fsd_bad_at"):
         getattr(lib, name).argtypes = [_p]
         getattr(lib, name).restype = _i64
     lib.fsd_collect.argtypes = [_p, _i64, _p, _p, _p, _i64]
