@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fsd_inference.config import cache_dir
 from fsd_inference.model.binary import save_network
-from fsd_inference.model.generate import GeneratorParams, generate
+from fsd_inference.model.generate import DEFAULT_BLOCK, GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path, upsample
 from fsd_inference.model.tsv import read_input, write_input
 
@@ -17,12 +17,14 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def network_file(neurons: int, layers: int, seed: int = 0) -> Path:
-    """The generated network as a bundle, made once and cached."""
-    path = cache_dir() / f"radixnet-{neurons}x{layers}-seed{seed}.fsdm"
+def network_file(neurons: int, layers: int, seed: int = 0, block: int = DEFAULT_BLOCK
+                 ) -> Path:
+    """The generated network (``fsd generate --block``) as a bundle, made once and cached."""
+    suffix = "" if block == DEFAULT_BLOCK else f"-b{block}"
+    path = cache_dir() / f"radixnet-{neurons}x{layers}-seed{seed}{suffix}.fsdm"
     if not path.is_file():
-        say(f"generating {neurons} x {layers} (seed {seed}) into {path}")
-        save_network(generate(GeneratorParams(neurons, layers, seed)), path)
+        say(f"generating {neurons} x {layers} (seed {seed}, block {block}) into {path}")
+        save_network(generate(GeneratorParams(neurons, layers, seed, block)), path)
     return path
 
 
