@@ -184,7 +184,24 @@ def test_layers_per_block_default_is_raised_and_explicit_values_refused(
     assert map_mode(40, settings) == "inline" and map_mode(41, settings) == "distributed"
 
 
+def test_row_parts_are_validated_and_default_to_one(settings: CloudSettings) -> None:
+    assert parse_request(request(parts=4), settings).parts == 4
+    assert parse_request(request(), settings).parts == 1
+    for bad in (0, 65, 2.5, "4", True):
+        with pytest.raises(RequestError, match="parts"):
+            parse_request(request(parts=bad), settings)
+
+
 # ----------------------------------------------------------------------------- run payloads
+
+
+def test_a_run_without_parts_is_one_part_and_a_bad_one_is_refused(
+        load_event: LoadEvent) -> None:
+    run = dict(load_event("worker_block")["run"])
+    del run["parts"]  # a payload from before row parts existed
+    assert RunInfo.from_dict(run).parts == 1
+    with pytest.raises(ConfigError, match=r"run\.parts must be int"):
+        RunInfo.from_dict({**run, "parts": "2"})
 
 
 def test_sample_events_parse(load_event: LoadEvent, settings: CloudSettings) -> None:
