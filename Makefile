@@ -1,8 +1,8 @@
 # Two entry points for a fresh machine: `make run` and `make test`.
-# Each creates .venv if missing and (re)installs only when pyproject.toml changed:
-# `make run` installs what the run needs (the runtime dependencies), `make test` adds the
-# development tools (the `dev` extra: pytest, ruff, mypy, cfn-lint, aws-sam-cli, ...),
-# also into a venv that `make run` made before.
+# Each creates .venv if missing and (re)installs only when pyproject.toml changed (or the
+# C layer kernel, which the install compiles): `make run` installs what the run needs
+# (the runtime dependencies), `make test` adds the development tools (the `dev` extra:
+# pytest, ruff, mypy, cfn-lint, aws-sam-cli, ...), also into a venv `make run` made.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -14,6 +14,9 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 # --no-compile: pip would byte-compile every module it installs (moto alone has hundreds
 # that a run never imports); Python compiles what is imported, once, on first use.
 PIP    := $(BIN)/python -m pip install --quiet --no-compile
+# What an install depends on: the package's metadata and the C kernel it compiles.
+INSTALL_INPUTS := pyproject.toml setup.py src/fsd_inference/kernel/fused.c \
+                  src/fsd_inference/kernel/fused_layer.h
 
 .PHONY: run test lint typecheck clean
 
@@ -21,12 +24,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 
-$(RUN_STAMP): pyproject.toml | $(BIN)/python
+$(RUN_STAMP): $(INSTALL_INPUTS) | $(BIN)/python
 	$(PIP) -e .
 	@touch $@
 
 # The dev extra includes everything the run needs, so it also stands for the run's stamp.
-$(DEV_STAMP): pyproject.toml | $(BIN)/python
+$(DEV_STAMP): $(INSTALL_INPUTS) | $(BIN)/python
 	$(PIP) -e '.[dev]'
 	@touch $(RUN_STAMP) $@
 
@@ -46,4 +49,4 @@ test: $(DEV_STAMP) $(CHECKOV_STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache build src/fsd_inference/kernel/*.so

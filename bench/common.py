@@ -17,12 +17,16 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def network_file(neurons: int, layers: int, seed: int = 0) -> Path:
-    """The generated network as a bundle, made once and cached."""
-    path = cache_dir() / f"radixnet-{neurons}x{layers}-seed{seed}.fsdm"
+def network_file(neurons: int, layers: int, seed: int = 0, block: int | None = None
+                 ) -> Path:
+    """The generated network (``fsd generate --block``, default calibrated by N) as a
+    bundle, made once and cached."""
+    suffix = "" if block is None else f"-b{block}"
+    path = cache_dir() / f"radixnet-{neurons}x{layers}-seed{seed}{suffix}.fsdm"
     if not path.is_file():
-        say(f"generating {neurons} x {layers} (seed {seed}) into {path}")
-        save_network(GeneratedNetwork(GeneratorParams(neurons, layers, seed)), path)
+        say(f"generating {neurons} x {layers} (seed {seed}, block {block or 'by N'}) "
+            f"into {path}")
+        save_network(GeneratedNetwork(GeneratorParams(neurons, layers, seed, block)), path)
     return path
 
 

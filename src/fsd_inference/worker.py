@@ -1,94 +1,150 @@
-"""The per-layer worker loop, channel-agnostic (DESIGN section 2).
+"""The worker loop of one task, channel-agnostic (DESIGN sections 2 and 2a).
 
-Per layer l, worker p:
-1. sends every target t the nonzero rows of ``Y_{l-1}[:, R_l(p, t)]`` (an empty block,
-   the explicit "nothing for you" marker, when no row has a nonzero),
-2. while those are in flight, slices its own part of the next layer's input,
-3. receives one block from every source the plan names (early blocks for later layers
-   are buffered by the channel, duplicates dropped, every wait bounded),
-4. assembles ``Y_in`` with columns in ascending global neuron order and computes its
-   columns of ``Y_l`` with :func:`~fsd_inference.model.reference.layer_step`.
+A task holds its slot's shard (partition/plan.py) and runs layers ``first..last`` on its
+rows, cut into ``parts`` row slices (the micro-batches of strategy/shape.py, identical
+on every task of a row group, so parts line up). Messages are keyed by the step
+(layer, part) and the source (channels/codec.py). One *step* (layer k, part c):
 
-Why one assembled multiply rather than "local product now, remote products added
-later": splitting a sum changes its rounding, and a Graph Challenge activation that is
-exactly zero in exact arithmetic can land either side of zero depending on the order
-(seen: 1 row in 5,000 differs between float32 and float64). Summing in the reference's
-order makes every worker bit-for-bit equal to ``fsd reference`` in either dtype, for any
-partition and any P; compute is a few percent of a layer's time, communication the rest.
+1. receive part c of layer k from every source the plan names (early blocks for later
+   steps are buffered by the channel, duplicates dropped, every wait bounded);
+2. compute rows c of the task's columns of ``Y_k`` with the layer kernel, straight from
+   the pieces: its own columns of ``Y_{k-1}`` and every peer's block, merged by the
+   kernel in ascending global neuron order;
+3. send every target the nonzero rows of part c of ``Y_k[:, R_{k+1}(p, t)]`` at once
+   (an empty block, the explicit "nothing for you" marker, when no row has a nonzero),
+   so the peers start step (k + 1, c) while this task computes its next step.
+
+Step order. Layer-major (for k: for c) overlaps a layer's exchange with the compute of
+its later parts: the choice inside one stage. Part-major (for c: for k) pushes part 0
+through every layer first, so a pipeline's next stage starts on it while this stage
+computes part 1: the choice when the shape has several stages. With one part both are
+the plain loop: send the layer, wait for all of it, compute.
+
+A task that ends a pipeline stage sends, after its last layer, what the next stage's
+first layer needs (the send half of layer ``last + 1``); a task of a later stage owns
+none of ``Y_{first-1}`` and starts from what it receives.
+
+Why every output is summed over the whole input in ascending neuron order, rather than
+"local product now, remote products added later": splitting a sum changes its rounding,
+and a Graph Challenge activation that is exactly zero in exact arithmetic can land
+either side of zero depending on the order (seen: 1 row in 5,000 differs between float32
+and float64). Summing in the reference's order makes every task bit-for-bit equal to
+``fsd reference`` in either dtype, for any partition, any shape and any number of parts
+(rows are independent, so cutting the batch changes nothing).
 
 There is no global barrier: waits are point-to-point.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from fsd_inference.channels.base import Channel
 from fsd_inference.channels.codec import Block
-from fsd_inference.model.reference import layer_step
+from fsd_inference.kernel import ColumnMap, LayerKernel, LayerWeights, Piece, get_kernel
+from fsd_inference.kernel.scipy_kernel import assemble
 from fsd_inference.partition.plan import LayerShard, WorkerShard
 
+Order = Literal["layer", "part"]
 
-def assemble(batch: int, width: int, pieces: Sequence[tuple[np.ndarray, np.ndarray,
-                                                            sp.csr_matrix]]) -> sp.csr_matrix:
-    """Place blocks into one ``batch x width`` CSR matrix with sorted column indices.
 
-    Each piece is ``(row ids, column positions, values)``: ``values[i, j]`` goes to
-    ``(rows[i], columns[j])``. The pieces' column sets are disjoint.
+def part_bounds(batch: int, parts: int) -> np.ndarray:
+    """Row boundaries of ``parts`` near-equal ranges of a ``batch`` (at most one part per
+    row): every task of a run computes the same, so parts line up across tasks."""
+    parts = max(1, min(parts, batch))
+    return (np.arange(parts + 1, dtype=np.int64) * batch) // parts
+
+
+def place_rows(batch: int, neurons: int,
+               parts: Iterable[tuple[np.ndarray, np.ndarray, sp.csr_matrix]], dtype: str
+               ) -> sp.csr_matrix:
+    """The full ``batch x neurons`` matrix from ``(row ids, column ids, values)`` pieces:
+    the gather of the final layer, locally and in the cloud."""
+    pieces = [Piece(sp.csr_matrix(y, dtype=dtype), np.asarray(rows, dtype=np.int64),
+                    ColumnMap.one_to_one(np.asarray(columns, dtype=np.int64)))
+              for rows, columns, y in parts]
+    return assemble(batch, neurons, pieces).astype(dtype)
+
+
+def outgoing(layer: LayerShard, y: sp.csr_matrix) -> Iterator[tuple[tuple[int, ...], Block]]:
+    """The blocks a task sends for one layer: ``(target slots, block)``, in send order.
+
+    Targets whose plan sets are equal (frequent when a worker owns few neurons) get the
+    same block, sliced once. ``y`` holds the task's columns of the previous layer; a CSC
+    matrix works too (fsd_inference.predict counts every worker's blocks from the
+    reference's activations through this same function, without any transport).
     """
-    rows, cols, data = [], [], []
-    for row_ids, positions, values in pieces:
-        counts = np.diff(values.indptr)
-        rows.append(np.repeat(row_ids, counts))
-        cols.append(positions[values.indices])
-        data.append(values.data)
-    dtype = pieces[0][2].dtype if pieces else np.float64
-    matrix = sp.csr_matrix(
-        (np.concatenate(data) if data else np.zeros(0, dtype),
-         (np.concatenate(rows) if rows else np.zeros(0, np.int64),
-          np.concatenate(cols) if cols else np.zeros(0, np.int64))),
-        shape=(batch, width), dtype=dtype,
-    )
-    matrix.sort_indices()
-    return matrix
+    groups: dict[bytes, list[int]] = {}
+    for target, positions in layer.send.items():
+        groups.setdefault(positions.tobytes(), []).append(target)
+    for targets in groups.values():
+        yield tuple(targets), Block.from_columns(y[:, layer.send[targets[0]]])
 
 
-def local_piece(y: sp.csr_matrix, local_from: np.ndarray, local_to: np.ndarray,
-                batch: int) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
-    """This worker's own columns that the next product needs, without a column slice:
-    one lookup maps each stored column to its input position (or drops it)."""
-    lookup = np.full(y.shape[1], -1, dtype=np.int64)
-    lookup[local_from] = np.arange(local_from.size)
-    mapped = lookup[y.indices]
-    keep = mapped >= 0
-    row_of_entry = np.repeat(np.arange(batch), np.diff(y.indptr))
-    indptr = np.concatenate(([0], np.cumsum(np.bincount(row_of_entry[keep], minlength=batch))))
-    values = sp.csr_matrix((y.data[keep], mapped[keep], indptr),
-                           shape=(batch, local_from.size))
-    return np.arange(batch), local_to, values
+@dataclass(frozen=True)
+class _Layer:
+    """One layer's shard in the kernel's terms, derived once per run."""
+
+    shard: LayerShard
+    weights: LayerWeights
+    local: ColumnMap  # own previous outputs -> input positions (unneeded ones: none)
+    remote: dict[int, ColumnMap]  # source slot -> its block's columns -> input positions
+
+    @classmethod
+    def of(cls, shard: LayerShard, previous_width: int) -> _Layer:
+        remote = {}
+        for source, positions in shard.recv.items():
+            if source in shard.expand:  # twins travel once: one column feeds several inputs
+                columns = shard.expand[source]
+                width = int(columns.max()) + 1 if columns.size else 0
+                remote[source] = ColumnMap.gather(positions, columns, width)
+            else:
+                remote[source] = ColumnMap.one_to_one(positions)
+        return cls(shard, LayerWeights(shard.weights),
+                   ColumnMap.gather(shard.local_to, shard.local_from, previous_width), remote)
+
+    def pieces(self, own: sp.csr_matrix, blocks: dict[int, Block]) -> list[Piece]:
+        pieces = [Piece(own, columns=self.local)]
+        for source, block in sorted(blocks.items()):
+            if not block.empty:
+                pieces.append(Piece(block.values, block.rows, self.remote[source]))
+        return pieces
 
 
-def run_layers(
-    shard: WorkerShard,
-    y: sp.csr_matrix,
-    channel: Channel,
-    first: int = 1,
-    last: int | None = None,
-    on_layer: Callable[[int], None] | None = None,
-) -> sp.csr_matrix:
-    """Run layers ``first..last`` (1-based, inclusive) and return this worker's Y_last.
+class _Exchange:
+    """The task's side of the channel: slots of its row group on the wire as tasks
+    ``offset + slot``, time spent sending counted into the layer's compute."""
 
-    ``y`` holds this worker's columns of ``Y_{first-1}`` (its outputs of the previous
-    layer, or its input columns when ``first == 1``), one row per input of the batch.
-    """
-    last = shard.depth if last is None else last
-    bounds = np.asarray([0, y.shape[0]])
-    return run_task(shard, y, channel, first, last, bounds,
-                    on_step=None if on_layer is None else lambda k, _: on_layer(k))
+    def __init__(self, channel: Channel, offset: int) -> None:
+        self.channel = channel
+        self.offset = offset
+
+    def send(self, k: int, layer: LayerShard, y: sp.csr_matrix, part: int) -> None:
+        started = time.perf_counter()
+        for targets, block in outgoing(layer, y):
+            for target in targets:
+                self.channel.send(k, self.offset + target, block, part)
+        self.channel.metrics.layer(k).compute_s += time.perf_counter() - started
+
+    def receive(self, k: int, sources: Iterable[int], part: int) -> dict[int, Block]:
+        waited = time.perf_counter()
+        received = self.channel.receive(k, [self.offset + q for q in sources], part=part)
+        self.channel.metrics.layer(k).wait_s += time.perf_counter() - waited
+        return {task - self.offset: block for task, block in received.items()}
+
+
+def steps(first: int, last: int, parts: int, order: Order) -> list[tuple[int, int]]:
+    """The (layer, part) steps of a task, in the order it computes them."""
+    if order == "layer":
+        return [(k, c) for k in range(first, last + 1) for c in range(parts)]
+    return [(k, c) for c in range(parts) for k in range(first, last + 1)]
 
 
 def run_task(
@@ -98,67 +154,67 @@ def run_task(
     first: int,
     last: int,
     bounds: np.ndarray,
+    *,
+    order: Order = "layer",
     send_tail: bool = False,
     on_step: Callable[[int, int], None] | None = None,
     offset: int = 0,
+    kernel: LayerKernel | None = None,
 ) -> sp.csr_matrix:
-    """One task of a shape (strategy/shape.py): layers ``first..last`` on the rows of
-    ``y``, micro-batch by micro-batch.
+    """Run layers ``first..last`` (1-based, inclusive) on the rows of ``y`` and return
+    this task's ``Y_last``.
 
-    ``bounds`` cut the rows into micro-batches; micro-batch m's blocks travel as part m
-    of each layer's step, so the next stage can start on m while this one computes
-    m + 1. ``send_tail``: this task ends a pipeline stage, so after its last layer it
-    sends the next stage what that stage's first layer needs (the send half of layer
-    ``last + 1``). ``on_step(layer, part)`` is called after each computed step.
-    ``offset``: the shard names its peers by slot within its row group; on the channel
-    they are tasks ``offset + slot`` (the group's first task).
+    ``y`` holds the task's columns of ``Y_{first-1}`` (its outputs of the previous layer,
+    its input columns when ``first == 1``, none at the start of a later pipeline stage).
+    ``bounds`` cut its rows into parts (the same on every task of the row group);
+    ``order`` is the step order (module doc); ``send_tail``: this task ends a pipeline
+    stage; ``on_step(layer, part)`` is called after each computed step; ``offset``: the
+    group's first task (the shard names peers by slot).
     """
-    outputs = []
-    for part in range(bounds.size - 1):
-        rows = int(bounds[part + 1] - bounds[part])
-        y_part = sp.csr_matrix(y[int(bounds[part]):int(bounds[part + 1])])
-        for k in range(first, last + 1):
-            y_part = _one_layer(k, shard.layers[k - 1], y_part, rows, channel, shard.bias,
-                                part, offset)
-            if on_step is not None:
-                on_step(k, part)
-        if send_tail:
-            _send(last + 1, shard.layers[last], y_part, channel, part, offset)
-        outputs.append(y_part)
+    kernel = kernel or get_kernel()
+    exchange = _Exchange(channel, offset)
+    ranges = [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+    ys = [sp.csr_matrix(y[a:b]) for a, b in ranges]
+    if first > last:
+        return y
+    for c, own in enumerate(ys):  # what the first layer needs from this task
+        exchange.send(first, shard.layers[first - 1], own, c)
+    previous_width = (shard.input_columns.size if first == 1
+                      else shard.layers[first - 2].outputs.size)
+    layers: dict[int, _Layer] = {}
+    for k in range(first, last + 1):
+        layers[k] = _Layer.of(shard.layers[k - 1], previous_width)
+        previous_width = layers[k].shard.outputs.size
+    for k, c in steps(first, last, len(ranges), order):
+        layer = layers[k]
+        a, b = ranges[c]
+        blocks = exchange.receive(k, layer.shard.recv.keys(), c)
+        started = time.perf_counter()
+        ys[c] = kernel.step(layer.pieces(ys[c], blocks), b - a, layer.weights, shard.bias)
+        channel.metrics.layer(k).compute_s += time.perf_counter() - started
+        if k < last or send_tail:
+            exchange.send(k + 1, shard.layers[k], ys[c], c)
+        if on_step is not None:
+            on_step(k, c)
     channel.flush()
-    if len(outputs) == 1:
-        return outputs[0]
-    return sp.csr_matrix(sp.vstack(outputs, format="csr"))
+    return ys[0] if len(ys) == 1 else sp.csr_matrix(sp.vstack(ys, format="csr"))
 
 
-def _send(k: int, layer: LayerShard, y: sp.csr_matrix, channel: Channel, part: int,
-          offset: int = 0) -> None:
-    """Send every target of layer ``k`` the nonzero rows of the columns it needs."""
-    for target, positions in layer.send.items():
-        channel.send(k, offset + target, Block.from_columns(y[:, positions]), part)
+def run_layers(shard: WorkerShard, y: sp.csr_matrix, channel: Channel, first: int = 1,
+               last: int | None = None, on_layer: Callable[[int], None] | None = None,
+               parts: int = 1, kernel: LayerKernel | None = None) -> sp.csr_matrix:
+    """One row group, one stage: layers ``first..last`` in ``parts`` row parts,
+    layer-major (tests and benchmarks of the loop itself)."""
+    last = shard.depth if last is None else last
+    count = part_bounds(y.shape[0], parts).size - 1
+
+    def step_done(k: int, c: int) -> None:
+        if on_layer is not None and c == count - 1:
+            on_layer(k)
+
+    return run_task(shard, y, channel, first, last, part_bounds(y.shape[0], parts),
+                    on_step=step_done, kernel=kernel)
 
 
-def _one_layer(k: int, layer: LayerShard, y: sp.csr_matrix, batch: int, channel: Channel,
-               bias: float, part: int = 0, offset: int = 0) -> sp.csr_matrix:
-    m = channel.metrics.layer(k)
-    started = time.perf_counter()
-    _send(k, layer, y, channel, part, offset)
-    pieces = [local_piece(y, layer.local_from, layer.local_to, batch)]
-    compute = time.perf_counter() - started
-
-    waited = time.perf_counter()
-    received = channel.receive(k, [offset + q for q in layer.recv], part=part)
-    blocks = {task - offset: block for task, block in received.items()}
-    m.wait_s += time.perf_counter() - waited
-
-    started = time.perf_counter()
-    for source, block in sorted(blocks.items()):
-        if not block.empty:
-            values = block.values
-            if source in layer.expand:  # twins travel once; copy their shared column
-                values = sp.csr_matrix(values[:, layer.expand[source]])
-            pieces.append((block.rows, layer.recv[source], values))
-    y_in = assemble(batch, layer.inputs.size, pieces)
-    y_out = layer_step(y_in, layer.weights, bias)
-    m.compute_s += compute + time.perf_counter() - started
-    return y_out
+__all__: Sequence[str] = ("outgoing", "part_bounds", "place_rows", "run_layers", "run_task",
+                          "steps")

@@ -288,6 +288,22 @@ def test_early_messages_for_later_layers_are_buffered(rig: MakeRig, name: str) -
 
 
 @pytest.mark.parametrize("name", CHANNELS)
+def test_parts_of_a_layer_are_separate_messages(rig: MakeRig, name: str) -> None:
+    """Messages are keyed by (layer, part, source): parts sent out of order, each over
+    the limit (spilled, or chunked), arrive apart and are received in any order."""
+    r = rig(name, workers=2, limit=256 * KiB)
+    blocks = {part: random_block(20 + part, 400, 200, 0.5) for part in (0, 1, 2)}
+    for part in (2, 0, 1):
+        r[0].send(5, 1, blocks[part], part)
+    r[0].flush()
+    for part in (1, 0, 2):
+        assert_same_block(r[1].receive(5, [0], part=part)[0], blocks[part])
+    assert r[1].metrics.layer(5).messages_received == 3
+    with pytest.raises(ChannelTimeout, match=r"layer 5: .* \[0\] \(part 1\)"):
+        r[1].receive(5, [0], timeout=0.5, part=1)  # consumed: a part is delivered once
+
+
+@pytest.mark.parametrize("name", CHANNELS)
 def test_a_corrupt_frame_is_rejected_naming_worker_and_layer(rig: MakeRig, name: str) -> None:
     r = rig(name, workers=3)
     (frame,) = encode_frames(r.execution, 4, 0, 2, encode_body(random_block(2, 30, 10, 0.3)),

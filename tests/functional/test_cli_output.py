@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import re
 import subprocess
@@ -74,7 +75,7 @@ def test_every_command_has_a_description_and_runnable_examples(
         own = [line for line in examples if line.strip().startswith(f"fsd {name}")]
         for line in own:  # each example of the command parses as written
             argv = line.split("#")[0].split("|")[0].split("&&")[0].split()[1:]
-            for option, value in zip(argv, argv[1:], strict=False):
+            for option, value in itertools.pairwise(argv):
                 if option == "--expect":
                     (tmp_path / value).write_text("1\n")
             parsed = build_parser().parse_args(argv)

@@ -1,6 +1,8 @@
 """Distributed inference over the memory channel equals the reference, bit for bit.
 
-Workers are real OS processes exchanging encoded frames, as in a cloud run.
+Workers are real OS processes exchanging encoded frames, as in a cloud run. They compute
+with the default (fused) kernel; the expected activations come from SciPy's arithmetic
+(``infer`` with the SciPy kernel), the independent check.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from fsd_inference.app.infer import InferOptions, WorkerFailed, run_inference
 from fsd_inference.channels.base import ChannelConfig
 from fsd_inference.channels.faults import Faults, faulty_factory
 from fsd_inference.channels.memory import MemoryTransport
+from fsd_inference.exceptions import ConfigError
+from fsd_inference.kernel.scipy_kernel import ScipyKernel
 from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path, upsample
 from fsd_inference.model.network import Network
-from fsd_inference.model.reference import infer
+from fsd_inference.model.reference import InferenceResult
+from fsd_inference.model.reference import infer as infer_with
 from fsd_inference.model.tsv import read_input
 from fsd_inference.partition import PARTITIONERS
 from fsd_inference.partition.cache import ownership
@@ -29,6 +34,11 @@ from fsd_inference.partition.plan import build_plan
 def mnist(rows: int, neurons: int = 1024) -> sp.csr_matrix:
     images = read_input(sample_input_path(), neurons=1024)[:rows]
     return images if neurons == 1024 else upsample(images, neurons)
+
+
+def infer(net: Network, x: sp.csr_matrix, dtype: str = "float64") -> InferenceResult:
+    """The single-process reference computed by SciPy."""
+    return infer_with(net, x, dtype, kernel=ScipyKernel())
 
 
 @functools.cache
@@ -107,3 +117,41 @@ def test_a_lost_message_times_out_naming_worker_layer_and_source() -> None:
                                            rf"waiting for source worker\(s\) \[{q}\]"):
         run_inference(net, x, options,
                       transport_factory=faulty_factory(MemoryTransport, faults))
+
+
+@pytest.mark.parametrize(("workers", "parts"), [(1, 3), (2, 2), (3, 5), (5, 4), (8, 7)])
+def test_overlapped_parts_match_reference(workers: int, parts: int) -> None:
+    net, x = network(1024, 12), mnist(500)
+    dtype = "float32" if parts % 2 else "float64"
+    expected = infer(net, x, dtype)
+    result = run_inference(net, x, InferOptions(workers=workers, partition="random",
+                                                dtype=dtype, microbatches=parts))
+    np.testing.assert_array_equal(result.categories, expected.categories)
+    assert_identical(result.activations, expected.activations)
+    totals = result.metrics_document()["summary"]["totals"]
+    # messages with one part per layer
+    pairs = int(sum(result.metrics_document()["plan"]["messages_per_layer"]))
+    assert totals["messages_sent"] >= pairs * parts  # every part travels on its own
+
+
+def test_parts_under_latency_reordering_and_duplicates_change_nothing() -> None:
+    net, x = network(1024, 8), mnist(300)
+    expected = infer(net, x)
+    faults = Faults(duplicate=0.2, delay=0.3, delay_s=0.05, shuffle=True, seed=3,
+                    latency_s=0.01)
+    result = run_inference(
+        net, x, InferOptions(workers=4, partition="random", microbatches=3),
+        transport_factory=faulty_factory(MemoryTransport, faults),
+    )
+    assert_identical(result.activations, expected.activations)
+    assert result.metrics_document()["summary"]["totals"]["duplicates_dropped"] > 0
+
+
+def test_one_row_per_part_and_the_scipy_kernel_in_the_workers() -> None:
+    net, x = network(1024, 5), mnist(3)
+    expected = infer(net, x, "float32")
+    result = run_inference(net, x, InferOptions(workers=3, partition="random", microbatches=3,
+                                                dtype="float32", kernel="scipy"))
+    assert_identical(result.activations, expected.activations)
+    with pytest.raises(ConfigError, match="3 rows: use at most 3"):
+        run_inference(net, x, InferOptions(workers=3, partition="random", microbatches=8))

@@ -80,6 +80,22 @@ def test_frames_fit_the_limit_and_reassemble(limit: int) -> None:
     assert b"".join(parts[i] for i in range(len(frames))) == body
 
 
+def test_the_part_travels_in_the_header_and_keys_the_message() -> None:
+    frames = encode_frames("exec-1", 4, 2, 1, b"x" * 1000, 400, part=3)
+    headers = [decode_frame(frame)[0] for frame in frames]
+    assert len(headers) > 1
+    assert {(h.layer, h.part, h.source, h.target) for h in headers} == {(4, 3, 2, 1)}
+    assert {h.message_key for h in headers} == {(4, 3, 2)}
+    (default,) = encode_frames("exec-1", 4, 2, 1, b"x", 400)
+    assert decode_frame(default)[0].part == 0
+
+
+def test_frames_of_the_old_layout_are_refused() -> None:
+    (frame,) = encode_frames("exec", 3, 1, 0, b"payload", 1024)
+    with pytest.raises(FrameError, match="magic"):
+        decode_frame(b"FSD1" + frame[4:])
+
+
 def test_a_body_that_fills_the_frame_exactly_is_one_frame() -> None:
     limit = 4096
     body = b"x" * (limit - frame_overhead("e"))

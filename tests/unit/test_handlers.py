@@ -205,6 +205,14 @@ def test_layers_per_block_default_is_raised_and_explicit_values_refused(
     assert map_mode(40, settings) == "inline" and map_mode(41, settings) == "distributed"
 
 
+def test_row_parts_are_validated(settings: CloudSettings) -> None:
+    assert parse_request(request(microbatches=4), settings).microbatches == 4
+    assert parse_request(request(), settings).microbatches is None  # the strategy's default
+    for bad in (0, 1025, 2.5, "4", True):
+        with pytest.raises(RequestError, match="microbatches"):
+            parse_request(request(microbatches=bad), settings)
+
+
 # ----------------------------------------------------------------------------- run payloads
 
 

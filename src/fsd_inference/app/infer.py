@@ -45,6 +45,7 @@ from fsd_inference.cloud.settings import CloudSettings
 from fsd_inference.cloud.worker_step import task_layers, worker_step
 from fsd_inference.config import cache_dir
 from fsd_inference.exceptions import FsdError
+from fsd_inference.kernel import get_kernel, resolve_kernel_name, resolve_threads
 from fsd_inference.model.binary import save_network
 from fsd_inference.model.network import Network
 from fsd_inference.model.tsv import read_categories, write_input
@@ -76,6 +77,10 @@ class InferOptions:
     microbatches: int | None = None
     layers_per_block: int | None = None
     bias: float | None = None
+    kernel: str | None = None  # layer kernel name (None: $FSD_KERNEL, else auto)
+    # kernel threads per task (None: $FSD_THREADS, else this machine's CPUs shared by the
+    # tasks, which all run at once)
+    threads: int | None = None
     config: ChannelConfig = field(default_factory=ChannelConfig)
 
     def request(self, model_key: str, input_key: str) -> dict[str, Any]:
@@ -143,13 +148,15 @@ def infer_files(model: Path, source: Path, options: InferOptions,
         name = f"fsd-{uuid.uuid4().hex[:12]}"
         phases: dict[str, float] = {}
         tick = time.perf_counter()
+        resolve_kernel_name(options.kernel)  # bad names and thread counts fail here,
+        resolve_threads(options.threads)  # not in every task's process
         planned = plan_step(name, options.request(model_key, input_key), settings, storage,
                             transports, channels=TRANSPORTS)
         run = RunInfo.from_dict(planned["run"])
         phases["plan_s"] = time.perf_counter() - tick
         try:
             tick = time.perf_counter()
-            _run_blocks(run, settings, storage, transports.built(run), progress)
+            _run_blocks(run, settings, storage, transports.built(run), options, progress)
             phases["workers_s"] = time.perf_counter() - tick
             tick = time.perf_counter()
             gather_step(run, settings, storage)
@@ -201,13 +208,16 @@ class _Transports:
 
 
 def _task_main(run_data: dict[str, Any], block: int, task: int, folder: str,
-               transport: Transport, settings: CloudSettings, results: Any) -> None:
+               transport: Transport, settings: CloudSettings, options: InferOptions,
+               results: Any) -> None:
     """One task's process: worker_step over the folder, news on the results queue."""
     try:
         run = RunInfo.from_dict(run_data)
+        kernel = get_kernel(options.kernel, options.threads, share=run.workers)
         summary = worker_step(run, block, task, NO_DEADLINE_S, settings,
                               FolderStorage(folder), transport,
-                              on_step=lambda k, m: results.put(("step", task, (k, m))))
+                              on_step=lambda k, m: results.put(("step", task, (k, m))),
+                              kernel=kernel)
         results.put(("done", task, summary))
     except FsdError as exc:
         results.put(("error", task, str(exc)))
@@ -216,7 +226,8 @@ def _task_main(run_data: dict[str, Any], block: int, task: int, folder: str,
 
 
 def _run_blocks(run: RunInfo, settings: CloudSettings, storage: FolderStorage,
-                transport: Transport, progress: Callable[[int, int], None] | None) -> None:
+                transport: Transport, options: InferOptions,
+                progress: Callable[[int, int], None] | None) -> None:
     ctx = multiprocessing.get_context("spawn")
     steps = {(b, t): _steps(run, b, t) for b in range(run.blocks) for t in range(run.workers)}
     total, done = sum(steps.values()), 0
@@ -225,7 +236,7 @@ def _run_blocks(run: RunInfo, settings: CloudSettings, storage: FolderStorage,
         processes = [
             ctx.Process(target=_task_main, name=f"fsd-task-{t}", daemon=True,
                         args=(run.to_dict(), block, t, str(storage.root), transport, settings,
-                              results))
+                              options, results))
             for t in range(run.workers)
         ]
         for process in processes:

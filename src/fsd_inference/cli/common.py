@@ -17,7 +17,7 @@ from typing import TypeAlias
 import numpy as np
 
 from fsd_inference.cli import arguments
-from fsd_inference.constants import DEFAULT_DTYPE, DTYPES
+from fsd_inference.constants import DEFAULT_DTYPE, DTYPES, ENV_KERNEL, ENV_THREADS
 from fsd_inference.model.tsv import read_categories
 from fsd_inference.output import STDOUT, write_json
 
@@ -25,7 +25,8 @@ EXIT_MISMATCH = 3
 Container: TypeAlias = argparse._ActionsContainer
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-__all__ = ["EXIT_MISMATCH", "STDOUT", "HelpFormatter", "add_command", "add_strategy_options",
+__all__ = ["EXIT_MISMATCH", "STDOUT", "HelpFormatter", "add_command", "add_kernel_options",
+           "add_strategy_options",
            "categories_written",
            "check_expected", "compute_options", "json_options", "model_options", "say",
            "write_json"]
@@ -89,7 +90,22 @@ def add_strategy_options(parser: Container, default: str) -> None:
                         help="pipeline stages (pipeline, hybrid)")
     parser.add_argument("--groups", type=arguments.positive_int, help="row groups (hybrid)")
     parser.add_argument("--microbatches", type=arguments.positive_int,
-                        help="row slices streamed through the stages (default 4 per stage)")
+                        help="row parts: a pipeline streams them through its stages (default "
+                             "4 per stage); inside a stage, part c is sent while part c + 1 "
+                             "is computed (default 1)")
+
+
+def add_kernel_options(parser: Container, workers: bool = False) -> None:
+    """--threads and --kernel, for the commands that compute layers in local processes."""
+    from fsd_inference.kernel import KERNELS
+
+    share = " per worker" if workers else ""
+    cpus = "the CPUs available divided among the workers" if workers else "the CPUs available"
+    parser.add_argument("--threads", type=arguments.positive_int, default=None,
+                        help=f"layer kernel threads{share} (default ${ENV_THREADS}, else {cpus})")
+    parser.add_argument("--kernel", choices=["auto", *sorted(KERNELS)], default=None,
+                        help=f"layer kernel (default ${ENV_KERNEL}, else auto: the compiled "
+                             f"fused kernel when it is built, SciPy otherwise)")
 
 
 def add_json_option(parser: Container, what: str, alias: str | None = None) -> None:

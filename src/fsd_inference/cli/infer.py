@@ -12,6 +12,7 @@ from fsd_inference.cli import arguments
 from fsd_inference.cli.common import (
     Subparsers,
     add_command,
+    add_kernel_options,
     add_strategy_options,
     categories_written,
     check_expected,
@@ -38,7 +39,7 @@ def _infer(args: argparse.Namespace, aws: AwsConfig) -> int:
         workers=args.workers, channel=args.channel, partition=args.partition, seed=args.seed,
         dtype=args.dtype, strategy=args.strategy, stages=args.stages, groups=args.groups,
         microbatches=args.microbatches, layers_per_block=args.layers_per_block,
-        bias=args.bias,
+        bias=args.bias, kernel=args.kernel, threads=args.threads,
         config=ChannelConfig(max_message_bytes=args.message_limit,
                              receive_timeout_s=args.timeout, aws=aws),
     )
@@ -119,4 +120,5 @@ def register(sub: Subparsers) -> None:
     inf.add_argument("--out", required=True, help="categories file to write")
     inf.add_argument("--expect", type=arguments.categories_file,
                      help="categories file to compare with (exit 3 on mismatch)")
+    add_kernel_options(inf, workers=True)
     inf.set_defaults(func=cmd_infer)

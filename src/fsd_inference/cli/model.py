@@ -11,6 +11,7 @@ from fsd_inference.cli import arguments
 from fsd_inference.cli.common import (
     Subparsers,
     add_command,
+    add_kernel_options,
     categories_written,
     check_expected,
     compute_options,
@@ -19,6 +20,7 @@ from fsd_inference.cli.common import (
     write_json,
 )
 from fsd_inference.exceptions import ConfigError
+from fsd_inference.kernel import get_kernel
 from fsd_inference.model.base import NetworkSource
 from fsd_inference.model.binary import SUFFIX, NetworkWriter, save_network
 from fsd_inference.model.generate import (
@@ -83,10 +85,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(result: InferenceResult, network: NetworkSource, dtype: str) -> None:
+def _report(result: InferenceResult, network: NetworkSource, dtype: str, kernel: str) -> None:
     print(
         f"categories: {len(result.categories):,} of {result.inputs:,} inputs | "
-        f"{network.neurons} neurons x {network.depth} layers, {dtype} | "
+        f"{network.neurons} neurons x {network.depth} layers, {dtype} | {kernel} | "
         f"{result.seconds:.2f} s | {result.edges_per_second:.3e} edges/s"
     )
 
@@ -94,12 +96,15 @@ def _report(result: InferenceResult, network: NetworkSource, dtype: str) -> None
 def cmd_reference(args: argparse.Namespace) -> int:
     with open_model(args.model, bias=args.bias) as network:  # layers streamed, not loaded
         inputs = read_input(args.input, neurons=network.neurons, dtype=args.dtype)
-        result = infer(network, inputs, args.dtype, Progress("reference", quiet=args.quiet))
+        kernel = get_kernel(args.kernel, args.threads)
+        result = infer(network, inputs, args.dtype, Progress("reference", quiet=args.quiet),
+                       kernel)
     write_categories(result.categories, args.out)
-    _report(result, network, args.dtype)
+    _report(result, network, args.dtype, f"{kernel.name} kernel, {kernel.threads} threads")
     categories_written(args.out)
     write_json({"model": str(args.model), "input": str(args.input), "out": str(args.out),
                 "neurons": network.neurons, "layers": network.depth, "dtype": args.dtype,
+                "kernel": kernel.name, "threads": kernel.threads,
                 "inputs": result.inputs, "seconds": result.seconds,
                 "edges_per_second": result.edges_per_second,
                 "categories": result.categories.tolist()}, args.json, "result")
@@ -181,6 +186,7 @@ def register(sub: Subparsers) -> None:
                                                                   "categories)")])
     ref.add_argument("--input", required=True, help="input TSV (optionally .gz)")
     ref.add_argument("--out", required=True, help="categories file to write")
+    add_kernel_options(ref)
     ref.add_argument("--expect", type=arguments.categories_file,
                      help="categories file to compare with (exit 3 on mismatch)")
     ref.set_defaults(func=cmd_reference)

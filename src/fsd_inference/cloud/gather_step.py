@@ -32,7 +32,7 @@ from fsd_inference.metrics import LayerMetrics, WorkerMetrics, summarize
 from fsd_inference.model.reference import categories_of
 from fsd_inference.model.tsv import read_categories, write_categories
 from fsd_inference.storage import Storage, storage_for
-from fsd_inference.worker import assemble
+from fsd_inference.worker import place_rows
 
 DOWNLOAD_THREADS = 8
 
@@ -82,7 +82,7 @@ def final_activations(storage: Storage, run: RunInfo, directory: Path) -> sp.csr
 
     with ThreadPoolExecutor(min(DOWNLOAD_THREADS, len(tasks))) as pool:
         pieces = list(pool.map(fetch, tasks))
-    return assemble(run.batch, run.neurons, pieces).astype(run.dtype)
+    return place_rows(run.batch, run.neurons, pieces, run.dtype)
 
 
 def _block_documents(storage: Storage, run: RunInfo) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -68,7 +68,7 @@ from fsd_inference.cloud.schema import (
     to_builtins,
 )
 from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
-from fsd_inference.constants import DEFAULT_DTYPE, DTYPES
+from fsd_inference.constants import DEFAULT_DTYPE, DTYPES, MAX_PARTS
 from fsd_inference.exceptions import ConfigError, FsdError
 from fsd_inference.metrics import WorkerMetrics
 from fsd_inference.model.base import NetworkSource
@@ -108,7 +108,7 @@ class RequestSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     strategy: str | None = None  # None: DEFAULT_STRATEGY
     stages: Workers | None = None
     groups: Workers | None = None
-    microbatches: Count | None = None
+    microbatches: Annotated[int, msgspec.Meta(ge=1, le=MAX_PARTS)] | None = None
 
     def __post_init__(self) -> None:
         require_finite("bias", self.bias)

@@ -54,6 +54,7 @@ from fsd_inference.cloud.run import RunInfo, build_transport
 from fsd_inference.cloud.schema import check_bucket
 from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
 from fsd_inference.exceptions import ConfigError
+from fsd_inference.kernel import LayerKernel
 from fsd_inference.metrics import WorkerMetrics
 from fsd_inference.partition.plan import WorkerShard, load_shard
 from fsd_inference.storage import Storage, storage_for
@@ -166,10 +167,13 @@ def worker_step(run: RunInfo, block: int, worker: int, deadline_s: float,
                 settings: CloudSettings | None = None, storage: Storage | None = None,
                 transport: Transport | None = None,
                 clock: Callable[[], float] = time.monotonic,
-                on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                on_step: Callable[[int, int], None] | None = None,
+                kernel: LayerKernel | None = None) -> dict[str, Any]:
     """Run ``block`` for task ``worker``; returns a small JSON-safe summary.
 
-    ``on_step(layer, part)`` (local runs: progress) is called after each computed step.
+    ``on_step(layer, part)`` (local runs: progress) is called after each computed step;
+    ``kernel``: the layer kernel (default: resolved from the environment, every CPU of
+    the function).
     """
     started = clock()
     settings = settings or CloudSettings()
@@ -209,8 +213,10 @@ def worker_step(run: RunInfo, block: int, worker: int, deadline_s: float,
             channel = transport.channel(worker, metrics)
             try:
                 deadline.begin()
-                y = run_task(shard, y, channel, first, last, bounds, send_tail, step_done,
-                             offset=task.group * run.shape.width)
+                y = run_task(shard, y, channel, first, last, bounds,
+                             order="part" if len(run.shape.stages) > 1 else "layer",
+                             send_tail=send_tail, on_step=step_done,
+                             offset=task.group * run.shape.width, kernel=kernel)
             finally:
                 channel.close()
         except (ChannelError, ClientError, BotoCoreError) as exc:

@@ -4,10 +4,10 @@ Graph Challenge rules, per layer: ``Z = Y @ W``; add the bias to the stored nonz
 Z only; ``Y = min(max(Z, 0), 32)``; drop the zeros. The categories are the 1-based rows
 whose final activations have a nonzero sum.
 
-Every path in the project computes a layer with :func:`layer_step` on operands whose
-column indices are sorted, so SciPy sums each output in ascending source-neuron order.
-That makes the distributed workers bit-for-bit equal to this reference in either dtype,
-however the neurons are split (see worker.py).
+Every path in the project computes a layer with a layer kernel (fsd_inference.kernel:
+the fused C kernel, or SciPy as the fallback), which sums each output in ascending
+source-neuron order. That makes the distributed workers bit-for-bit equal to this
+reference in either dtype, however the neurons are split (see worker.py).
 """
 
 from __future__ import annotations
@@ -19,23 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from fsd_inference.constants import ACTIVATION_CAP
+from fsd_inference.kernel import LayerKernel, LayerWeights, get_kernel
 from fsd_inference.model.base import NetworkSource
 from fsd_inference.model.network import resolve_dtype
 
 
-def activate(z: sp.csr_matrix, bias: float) -> sp.csr_matrix:
-    """Bias on stored nonzeros, ReLU, cap at 32, zeros dropped; in place, returns ``z``."""
-    z.data += z.data.dtype.type(bias)
-    np.clip(z.data, 0.0, ACTIVATION_CAP, out=z.data)
-    z.eliminate_zeros()
-    z.sort_indices()
-    return z
-
-
-def layer_step(y: sp.csr_matrix, weights: sp.csr_matrix, bias: float) -> sp.csr_matrix:
-    """One layer. ``y`` must have sorted indices (every function here keeps them so)."""
-    return activate(sp.csr_matrix(y @ weights), bias)
+def layer_step(y: sp.csr_matrix, weights: sp.csr_matrix, bias: float,
+               kernel: LayerKernel | None = None) -> sp.csr_matrix:
+    """One layer on a whole input (the default kernel unless one is given)."""
+    return (kernel or get_kernel()).single(y, LayerWeights(weights), bias)
 
 
 def categories_of(y: sp.csr_matrix) -> np.ndarray:
@@ -63,20 +55,24 @@ def infer(
     inputs: sp.csr_matrix,
     dtype: str = "float64",
     progress: Callable[[int, int], None] | None = None,
+    kernel: LayerKernel | None = None,
 ) -> InferenceResult:
-    """Run all layers on one core. ``progress(done, total)`` is called after each layer.
+    """Run all layers in this process with ``kernel`` (default: resolved from the
+    environment, see kernel.settings). ``progress(done, total)`` is called after each
+    layer.
 
     Layers are streamed from ``network`` one at a time (read, used, dropped), so memory
     holds the activations and one layer whatever the depth. ``seconds`` counts reading
     the layers too: for a bundle or a generated network that is part of the run.
     """
     target = resolve_dtype(dtype)
+    kernel = kernel or get_kernel()
     y = sp.csr_matrix(inputs, dtype=target, copy=True)
     y.sort_indices()
     edges = 0
     start = time.perf_counter()
     for k, w in enumerate(network.iter_layers(dtype=dtype), start=1):
-        y = layer_step(y, w, network.bias)
+        y = kernel.single(y, LayerWeights(w), network.bias)
         edges += w.nnz
         if progress is not None:
             progress(k, network.depth)

@@ -1,0 +1,161 @@
+/*
+ * The fused layer kernel of fsd-inference: one pass per block of output rows computes
+ *
+ *     Z = Y @ W;  Z += bias on the stored entries;  Y' = min(max(Z, 0), cap);  zeros dropped
+ *
+ * and writes Y' as CSR rows with ascending column indices.
+ *
+ * Bit-for-bit equal to SciPy's path (csr_matmat, then bias, clip, eliminate_zeros and
+ * sort_indices): for output row i and column k, SciPy's csr_matmat (sparsetools/csr.h)
+ * starts from sums[k] = 0 and does `sums[k] += y_ij * w_jk` over the entries j of Y's row
+ * i in their stored order, and stores only sums that are != 0. This file does exactly
+ * those operations in exactly that order, so it must be compiled with
+ * -ffp-contract=off (no fused multiply-add: it rounds once where SciPy rounds twice) and
+ * without -ffast-math (which reorders sums and flushes subnormals to zero).
+ *
+ * Inputs come as "pieces": CSR blocks whose rows name output rows and whose columns map
+ * to input positions (a worker's own columns plus every peer's block). A row's entries
+ * from all pieces are visited in ascending input position, which is the order of Y's row
+ * after SciPy's sort_indices: the pieces are merged through a bitmap, never sorted.
+ *
+ * The power-of-two path: when every weight of the layer equals c = +-2^e, each output is
+ * a plain sum of the y_ij scaled once. That equals SciPy's sum of the products when no
+ * product y_ij * c underflows below the smallest normal number and nothing overflows:
+ * then every partial sum of the scaled terms is exactly c times the partial sum of the
+ * unscaled ones (both are normal and round alike, or one of them is subnormal, and a sum
+ * of two floats that lands in the subnormal range is exact). The guard is checked per row
+ * (smallest |y_ij| times |c| at least the smallest normal, twice the sum of |y_ij| times
+ * max(1, |c|) below the largest finite value); a row that fails it takes the general path.
+ *
+ * No Python headers: the library is loaded with ctypes, which releases the GIL during a
+ * call, so Python threads run blocks of rows in parallel.
+ */
+#include <float.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __FAST_MATH__
+#error "fused.c must not be built with -ffast-math: it reorders sums and flushes subnormals"
+#endif
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF /* clang (zig cc) honours it; GCC needs -ffp-contract=off */
+#endif
+
+#define FSD_OK 0
+#define FSD_NOMEM 1
+#define FSD_BAD_COLUMN 2
+#define FSD_BAD_POSITION 4
+
+typedef struct {
+    const int64_t *rows;   /* output row of each piece row, ascending; NULL: row r is row r */
+    int64_t n_rows;        /* rows of the piece */
+    int64_t width;         /* columns of the piece */
+    const int64_t *colptr; /* column c feeds positions colpos[colptr[c]:colptr[c+1]] ... */
+    const int64_t *colpos; /* ... (twins fan out, unneeded columns feed none); NULL: c -> c */
+    const int64_t *indptr;
+    const int32_t *indices;
+    const void *data;
+} fsd_piece;
+
+typedef struct {
+    int64_t n_in;          /* rows of W: input positions */
+    int64_t n_out;         /* columns of W: output columns */
+    const int64_t *indptr;
+    const int32_t *indices; /* validated by the caller: 0 <= index < n_out */
+    const void *data;
+    double scale;          /* != 0: every weight equals this power of two */
+    /* Optional (class_of NULL: none): twin outputs. Outputs whose weight columns are
+     * identical (same sources, same weights: every dense block of a RadiX-Net) receive
+     * the same products in the same order, so their sums are equal bit for bit. A dense
+     * row then sums only one representative per class (rep_*: W's n_rep representative
+     * columns, in CSR) and writes each output k the value of its class class_of[k]. */
+    int64_t n_rep;
+    const int64_t *rep_indptr;
+    const int32_t *rep_indices;
+    const void *rep_data;
+    const int32_t *class_of;
+} fsd_weights;
+
+typedef struct {
+    int64_t n_rows;
+    int64_t *counts;       /* entries of each output row */
+    int32_t *indices;
+    void *data;
+    int64_t nnz;
+    int64_t capacity;
+    int64_t scaled_rows;   /* rows computed on the power-of-two path */
+    int64_t twin_rows;     /* rows computed on the twin path */
+    int64_t bad_at;        /* with an error: the offending row/column/position */
+} fsd_result;
+
+static int grow(fsd_result *r, int64_t need, size_t item) {
+    int64_t capacity = r->capacity ? r->capacity : 1024;
+    while (capacity < need) capacity *= 2;
+    if (capacity == r->capacity) return FSD_OK;
+    int32_t *indices = realloc(r->indices, (size_t)capacity * sizeof(int32_t));
+    if (!indices) return FSD_NOMEM;
+    r->indices = indices;
+    void *data = realloc(r->data, (size_t)capacity * item);
+    if (!data) return FSD_NOMEM;
+    r->data = data;
+    r->capacity = capacity;
+    return FSD_OK;
+}
+
+void fsd_free(fsd_result *r) {
+    if (!r) return;
+    free(r->counts);
+    free(r->indices);
+    free(r->data);
+    free(r);
+}
+
+int64_t fsd_nnz(const fsd_result *r) { return r->nnz; }
+int64_t fsd_scaled_rows(const fsd_result *r) { return r->scaled_rows; }
+int64_t fsd_twin_rows(const fsd_result *r) { return r->twin_rows; }
+int64_t fsd_bad_at(const fsd_result *r) { return r->bad_at; }
+
+/* Copy a block's rows into the caller's arrays: indptr_out[i] = base + entries up to and
+ * including row i of the block (the caller passes &indptr[row0 + 1]). */
+void fsd_collect(const fsd_result *r, int64_t base, int64_t *indptr_out, int32_t *indices_out,
+                 void *data_out, int64_t item) {
+    int64_t at = base;
+    for (int64_t i = 0; i < r->n_rows; i++) {
+        at += r->counts[i];
+        indptr_out[i] = at;
+    }
+    if (r->nnz) {
+        memcpy(indices_out, r->indices, (size_t)r->nnz * sizeof(int32_t));
+        memcpy(data_out, r->data, (size_t)r->nnz * (size_t)item);
+    }
+}
+
+#define WORD_BITS 64
+#define WORDS(n) (((n) + WORD_BITS - 1) / WORD_BITS)
+/* A row whose products reach fewer than n_out / SPARSE_ROW_FACTOR outputs marks the
+ * outputs it reaches in a bitmap and emits from it; a denser row skips the marking and
+ * scans every output (measured: bench/kernel.py). */
+#ifndef SPARSE_ROW_FACTOR
+#define SPARSE_ROW_FACTOR 4
+#endif
+
+#define T float
+#define SUFFIX f32
+#define T_MIN_NORMAL FLT_MIN
+#define T_MAX FLT_MAX
+#include "fused_layer.h"
+#undef T
+#undef SUFFIX
+#undef T_MIN_NORMAL
+#undef T_MAX
+
+#define T double
+#define SUFFIX f64
+#define T_MIN_NORMAL DBL_MIN
+#define T_MAX DBL_MAX
+#include "fused_layer.h"
+#undef T
+#undef SUFFIX
+#undef T_MIN_NORMAL
+#undef T_MAX

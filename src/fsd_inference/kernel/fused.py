@@ -1,0 +1,244 @@
+"""The fused layer kernel: product, bias, ReLU, cap and sorted CSR output in one pass
+per block of rows, in compiled C (fused.c), bit-for-bit equal to :mod:`scipy_kernel`.
+
+Rows are cut into blocks of about equal work (the input entries they hold); with more
+than one thread, a pool of Python threads runs the blocks (each ctypes call releases
+the GIL), and the blocks' rows are copied once into the result.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from fsd_inference.kernel import library
+from fsd_inference.kernel.base import (
+    KernelError,
+    LayerKernel,
+    LayerWeights,
+    Piece,
+    power_of_two_scale,
+)
+from fsd_inference.kernel.twins import twin_outputs
+
+BLOCKS_PER_THREAD = 4  # more blocks than threads, so a dense block does not idle the rest
+MIN_BLOCK_ROWS = 64  # below this a block's fixed cost (scratch set-up, a call) dominates
+# Output entries expected per input entry, per output column per input position: a
+# layer's output is about as dense as its input (steady state), with room to spare.
+CAPACITY_MARGIN = 1.25
+_FUNCTIONS = {np.dtype(np.float32): "fsd_layer_f32", np.dtype(np.float64): "fsd_layer_f64"}
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="fsd-kernel")
+    return _POOLS[threads]
+
+
+def _address(array: np.ndarray | None) -> int | None:
+    return None if array is None else int(array.ctypes.data)
+
+
+TWIN_GAIN = 2  # use twin outputs when they cut a dense row's sums at least this much
+
+
+@dataclass(frozen=True)
+class _Csr:
+    """A CSR matrix's arrays as the C code reads them (int64 row pointers, int32
+    columns, contiguous values), checked once."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+
+    @classmethod
+    def of(cls, matrix: sp.csr_matrix) -> _Csr:
+        n_in, n_out = matrix.shape
+        indptr = np.ascontiguousarray(matrix.indptr, dtype=np.int64)
+        indices = np.ascontiguousarray(matrix.indices, dtype=np.int32)
+        if (indptr.size != n_in + 1 or indptr[0] != 0 or indptr[-1] != indices.size
+                or np.any(np.diff(indptr) < 0)):
+            raise KernelError(f"malformed {n_in} x {n_out} weights: inconsistent row pointers")
+        if indices.size and (indices.min() < 0 or indices.max() >= n_out):
+            raise KernelError(f"malformed {n_in} x {n_out} weights: a column outside "
+                              f"0..{n_out - 1}")
+        return cls(indptr, indices, np.ascontiguousarray(matrix.data))
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """W's arrays, its twin representatives' (when worth it) and the struct pointing at
+    them all (the arrays are kept alive here)."""
+
+    full: _Csr
+    twins: tuple[_Csr, np.ndarray] | None  # representatives' columns, class of each output
+    struct: library.WeightsStruct
+
+    @property
+    def scale(self) -> float:
+        return float(self.struct.scale)
+
+
+def _prepare_weights(matrix: sp.csr_matrix) -> _Weights:
+    n_in, n_out = matrix.shape
+    if matrix.dtype not in _FUNCTIONS:
+        raise KernelError(f"weights of dtype {matrix.dtype}: the fused kernel computes "
+                          f"float32 or float64")
+    full = _Csr.of(matrix)
+    twins = None
+    # twins are identical columns as stored: with duplicate entries SciPy adds each
+    # product separately, so only a canonical W may be folded
+    if n_out and matrix.has_canonical_format:
+        found = twin_outputs(matrix)
+        if found.classes * TWIN_GAIN <= n_out:
+            rep = sp.csr_matrix(matrix[:, found.representatives])
+            rep.sort_indices()
+            twins = (_Csr.of(rep), np.ascontiguousarray(found.class_of, dtype=np.int32))
+    struct = library.WeightsStruct(
+        n_in, n_out, _address(full.indptr), _address(full.indices), _address(full.data),
+        power_of_two_scale(matrix), twins[1].max(initial=-1) + 1 if twins else 0,
+        _address(twins[0].indptr) if twins else None,
+        _address(twins[0].indices) if twins else None,
+        _address(twins[0].data) if twins else None, _address(twins[1]) if twins else None)
+    return _Weights(full, twins, struct)
+
+
+def _prepare_piece(piece: Piece, batch: int, keep: list[Any]) -> library.PieceStruct:
+    values = piece.values
+    if not values.has_sorted_indices:  # the contract: ascending positions within a row
+        values = values.sorted_indices()
+    n_rows, width = values.shape
+    indptr = np.ascontiguousarray(values.indptr, dtype=np.int64)
+    indices = np.ascontiguousarray(values.indices, dtype=np.int32)
+    data = np.ascontiguousarray(values.data)
+    rows = starts = positions = None
+    if piece.rows is not None:
+        rows = np.ascontiguousarray(piece.rows, dtype=np.int64)
+        if rows.size and (rows[0] < 0 or rows[-1] >= batch or np.any(np.diff(rows) <= 0)):
+            raise KernelError(f"an input piece's rows are not ascending ids below {batch}")
+    if piece.columns is not None:
+        starts = np.ascontiguousarray(piece.columns.starts, dtype=np.int64)
+        positions = np.ascontiguousarray(piece.columns.positions, dtype=np.int64)
+        if starts[0] != 0 or starts[-1] != positions.size or np.any(np.diff(starts) < 0):
+            raise KernelError("an input piece's column map is inconsistent")
+    keep.extend((indptr, indices, data, rows, starts, positions))
+    return library.PieceStruct(_address(rows), n_rows, width, _address(starts),
+                               _address(positions), _address(indptr), _address(indices),
+                               _address(data))
+
+
+def _row_work(pieces: Sequence[Piece], batch: int) -> np.ndarray:
+    """Input entries per batch row: the work estimate that balances the blocks."""
+    work = np.zeros(batch, dtype=np.int64)
+    for piece in pieces:
+        counts = np.diff(piece.values.indptr)
+        if piece.rows is None:
+            work[:counts.size] += counts
+        else:
+            work[piece.rows] += counts
+    return work
+
+
+def row_blocks(work: np.ndarray, blocks: int, min_rows: int = MIN_BLOCK_ROWS
+               ) -> list[tuple[int, int]]:
+    """Cut rows into at most ``blocks`` contiguous ranges of about equal total work, none
+    shorter than ``min_rows`` rows unless the whole batch is."""
+    batch = work.size
+    blocks = max(1, min(blocks, batch // max(1, min_rows)))
+    if blocks == 1:
+        return [(0, batch)]
+    total = np.cumsum(work + 1)  # +1: an empty row still costs its scan
+    cuts = np.searchsorted(total, total[-1] * np.arange(1, blocks) / blocks)
+    edges = np.unique(np.concatenate(([0], cuts, [batch])))
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges.tolist())]
+
+
+class FusedKernel(LayerKernel):
+    """The compiled one-pass kernel over ``threads`` threads."""
+
+    name = "fused"
+
+    def __init__(self, threads: int = 1) -> None:
+        super().__init__(threads)
+        lib = library.load()
+        if lib is None:
+            raise KernelError(f"the fused kernel is unavailable: {library.load_error()}")
+        self._lib = lib
+        self.min_block_rows = MIN_BLOCK_ROWS
+        self.scaled_rows = 0  # rows the last step computed on the power-of-two path
+        self.twin_rows = 0  # ... and on the twin path
+
+    def _step(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights, bias: float,
+              cap: float) -> sp.csr_matrix:
+        prepared: _Weights = weights.derived("fused", _prepare_weights)
+        n_out = weights.shape[1]
+        keep: list[Any] = []
+        structs = (library.PieceStruct * max(1, len(pieces)))(
+            *(_prepare_piece(piece, batch, keep) for piece in pieces))
+        function = getattr(self._lib, _FUNCTIONS[weights.dtype])
+        work = _row_work(pieces, batch)
+        blocks = row_blocks(work, self.threads * BLOCKS_PER_THREAD if self.threads > 1 else 1,
+                            self.min_block_rows)
+        fill = n_out / max(1, weights.shape[0]) * CAPACITY_MARGIN
+
+        def run(block: tuple[int, int]) -> int:
+            handle = ctypes.c_void_p()
+            capacity = int(work[block[0]:block[1]].sum() * fill) + n_out
+            status = function(structs, len(pieces), ctypes.byref(prepared.struct), bias, cap,
+                              block[0], block[1], capacity, ctypes.byref(handle))
+            result = int(handle.value or 0)
+            if status != library.OK:
+                where = self._lib.fsd_bad_at(result) if result else -1
+                self._lib.fsd_free(result or None)
+                raise KernelError(_message(status, int(where), block))
+            return result
+
+        if self.threads > 1 and len(blocks) > 1:
+            handles = list(_pool(self.threads).map(run, blocks))
+        else:
+            handles = [run(block) for block in blocks]
+        try:
+            return self._collect(handles, blocks, batch, n_out, weights.dtype)
+        finally:
+            for handle in handles:
+                self._lib.fsd_free(handle)
+
+    def _collect(self, handles: list[int], blocks: list[tuple[int, int]], batch: int,
+                 n_out: int, dtype: np.dtype[Any]) -> sp.csr_matrix:
+        sizes = [int(self._lib.fsd_nnz(h)) for h in handles]
+        self.scaled_rows = sum(int(self._lib.fsd_scaled_rows(h)) for h in handles)
+        self.twin_rows = sum(int(self._lib.fsd_twin_rows(h)) for h in handles)
+        total = sum(sizes)
+        indptr = np.zeros(batch + 1, dtype=np.int64)
+        indices = np.empty(total, dtype=np.int32)
+        data = np.empty(total, dtype=dtype)
+        offset = 0
+        for handle, (row0, _), size in zip(handles, blocks, sizes, strict=True):
+            self._lib.fsd_collect(handle, offset, indptr.ctypes.data + 8 * (row0 + 1),
+                                  indices.ctypes.data + 4 * offset,
+                                  data.ctypes.data + dtype.itemsize * offset, dtype.itemsize)
+            offset += size
+        index_dtype = np.int32 if total < np.iinfo(np.int32).max else np.int64
+        result = sp.csr_matrix((data, indices.astype(index_dtype, copy=False),
+                                indptr.astype(index_dtype)), shape=(batch, n_out), copy=False)
+        result.has_sorted_indices = True
+        return result
+
+
+def _message(status: int, where: int, block: tuple[int, int]) -> str:
+    rows = f"rows {block[0]}..{block[1] - 1}"
+    if status == library.NO_MEMORY:
+        return f"out of memory computing {rows}"
+    if status == library.BAD_COLUMN:
+        return f"row {where}: an input column outside its piece (or the weights' rows)"
+    if status == library.BAD_POSITION:
+        return f"row {where}: a column map names an input position outside the weights' rows"
+    return f"the kernel failed with status {status} on {rows}"

@@ -1,0 +1,78 @@
+"""Loading the compiled kernel (``libfsdkernel.so``, built from fused.c) through ctypes.
+
+The library is plain C with no Python headers: ``pip install`` builds it for the host
+(setup.py), src/Makefile cross-compiles it for the Lambda functions' architecture, and
+either way it sits beside this file. ctypes releases the GIL for the duration of each
+call, which is what lets Python threads run row blocks in parallel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from pathlib import Path
+
+from fsd_inference.constants import ENV_KERNEL_LIBRARY
+
+LIBRARY_NAME = "libfsdkernel.so"
+OK, NO_MEMORY, BAD_COLUMN, BAD_POSITION = 0, 1, 2, 4
+
+_i64 = ctypes.c_int64
+_p = ctypes.c_void_p
+
+
+class PieceStruct(ctypes.Structure):
+    _fields_ = [("rows", _p), ("n_rows", _i64), ("width", _i64), ("colptr", _p),
+                ("colpos", _p), ("indptr", _p), ("indices", _p), ("data", _p)]
+
+
+class WeightsStruct(ctypes.Structure):
+    _fields_ = [("n_in", _i64), ("n_out", _i64), ("indptr", _p), ("indices", _p),
+                ("data", _p), ("scale", ctypes.c_double), ("n_rep", _i64),
+                ("rep_indptr", _p), ("rep_indices", _p), ("rep_data", _p), ("class_of", _p)]
+
+
+def library_path() -> Path:
+    """$FSD_KERNEL_LIBRARY, else the library beside this module."""
+    override = os.environ.get(ENV_KERNEL_LIBRARY)
+    return Path(override) if override else Path(__file__).with_name(LIBRARY_NAME)
+
+
+@functools.cache
+def load() -> ctypes.CDLL | None:
+    """The library with its signatures declared, or None when it is missing or unloadable
+    (not built on this machine, built for another architecture)."""
+    path = library_path()
+    if not path.is_file():
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError:
+        return None
+    for name in ("fsd_layer_f32", "fsd_layer_f64"):
+        function = getattr(lib, name)
+        function.argtypes = [ctypes.POINTER(PieceStruct), ctypes.c_int32,
+                             ctypes.POINTER(WeightsStruct), ctypes.c_double, ctypes.c_double,
+                             _i64, _i64, _i64, ctypes.POINTER(_p)]
+        function.restype = ctypes.c_int
+    for name in ("fsd_nnz", "fsd_scaled_rows", "fsd_twin_rows", "fsd_bad_at"):
+        getattr(lib, name).argtypes = [_p]
+        getattr(lib, name).restype = _i64
+    lib.fsd_collect.argtypes = [_p, _i64, _p, _p, _p, _i64]
+    lib.fsd_collect.restype = None
+    lib.fsd_free.argtypes = [_p]
+    lib.fsd_free.restype = None
+    return lib
+
+
+def load_error() -> str:
+    """Why :func:`load` returned None, for a one-line message."""
+    path = library_path()
+    if not path.is_file():
+        return f"{path} is not built (pip install builds it; it needs a C compiler)"
+    try:
+        ctypes.CDLL(str(path))
+    except OSError as exc:
+        return f"{path} does not load: {exc}"
+    return f"{path} loads"
