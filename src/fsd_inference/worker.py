@@ -22,7 +22,7 @@ There is no global barrier: waits are point-to-point.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -82,6 +82,21 @@ def local_piece(y: sp.csr_matrix, local_from: np.ndarray, local_to: np.ndarray,
     return np.arange(batch), local_to, values
 
 
+def outgoing(layer: LayerShard, y: sp.csr_matrix) -> Iterator[tuple[tuple[int, ...], Block]]:
+    """The blocks a worker sends for one layer: ``(targets, block)``, in send order.
+
+    Targets whose plan sets are equal (frequent when a worker owns few neurons) get the
+    same block, sliced once. ``y`` holds the worker's columns of the previous layer; a
+    CSC matrix works too (fsd_inference.predict counts every worker's blocks from the
+    reference's activations through this same function, without any transport).
+    """
+    groups: dict[bytes, list[int]] = {}
+    for target, positions in layer.send.items():
+        groups.setdefault(positions.tobytes(), []).append(target)
+    for targets in groups.values():
+        yield tuple(targets), Block.from_columns(y[:, layer.send[targets[0]]])
+
+
 def run_layers(
     shard: WorkerShard,
     y: sp.csr_matrix,
@@ -110,8 +125,9 @@ def _one_layer(k: int, layer: LayerShard, y: sp.csr_matrix, batch: int, channel:
                bias: float) -> sp.csr_matrix:
     m = channel.metrics.layer(k)
     started = time.perf_counter()
-    for target, positions in layer.send.items():
-        channel.send(k, target, Block.from_columns(y[:, positions]))
+    for targets, block in outgoing(layer, y):
+        for target in targets:
+            channel.send(k, target, block)
     pieces = [local_piece(y, layer.local_from, layer.local_to, batch)]
     compute = time.perf_counter() - started
 

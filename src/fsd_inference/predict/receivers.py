@@ -1,0 +1,169 @@
+"""How a task collects one step's messages: receive policies, vectorised over draws.
+
+Each policy gets the step's arrivals (when each message became receivable), the
+receiver-side work per message, when each task starts receiving and the sampled cost of
+one receive call, and returns when each task has everything, how many calls it made and
+how many of those came back empty. All arrays are ``(draws, tasks)`` or, per message,
+``(draws, tasks, n)`` sorted by arrival (:class:`Inbox`).
+
+- ``longpoll`` (SQS long polling): a call returns as soon as a message is receivable,
+  with every message receivable at that moment up to ``batch``; a call that finds
+  nothing waits, and returns empty after ``wait_s``.
+- ``backoff`` (the object channel, GET/LIST probes): an idle receiver probes at once and
+  then after delays doubling from ``first_s`` to ``max_s`` (jittered, 0.75 on average),
+  restarting after every success; a probe round fetches up to ``batch`` objects.
+- ``interval`` (the published object channel): a LIST every call + ``sleep_s`` from the
+  start of receiving, the sleep following every LIST (the last one too); each listed
+  object is fetched on its own thread (their I/O overlaps, their CPU does not).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from fsd_inference.predict.graph import Receiver
+
+BACKOFF_JITTER_MEAN = 0.75  # channels/s3.py: delay * (0.5 + random() / 2)
+BACKOFF_STEPS = 4096
+
+
+@dataclass(frozen=True)
+class Inbox:
+    """One step's messages per receiving task, sorted by arrival; padding is +inf."""
+
+    arrival: np.ndarray  # (D, T, n)
+    io: np.ndarray  # (D, T, n) receiver I/O seconds per message (may overlap)
+    cpu: np.ndarray  # (D, T, n) receiver CPU seconds per message (one at a time)
+    count: np.ndarray  # (T,) messages per task
+
+    @property
+    def cost(self) -> np.ndarray:
+        return self.io + self.cpu
+
+    @classmethod
+    def build(cls, arrival: np.ndarray, io: np.ndarray, cpu: np.ndarray, dst: np.ndarray,
+              tasks: int) -> Inbox:
+        draws = arrival.shape[0]
+        count = np.bincount(dst, minlength=tasks)
+        width = int(count.max()) if dst.size else 0
+        if width == 0:
+            empty = np.zeros((draws, tasks, 0))
+            return cls(empty, empty, empty, count)
+        order = np.argsort(dst, kind="stable")
+        first = np.concatenate(([0], np.cumsum(count)[:-1]))
+        slot = np.arange(dst.size) - np.repeat(first, count)
+        index = np.full((tasks, width), -1, dtype=np.int64)
+        index[dst[order], slot] = order
+        pad = index < 0
+        times = np.where(pad, np.inf, arrival[:, index])
+        by_time = np.argsort(times, axis=2)
+
+        def place(values: np.ndarray) -> np.ndarray:
+            return np.take_along_axis(np.where(pad, 0.0, values[:, index]), by_time, 2)
+
+        return cls(np.take_along_axis(times, by_time, 2), place(io),
+                   place(np.broadcast_to(cpu, arrival.shape)), count)
+
+
+@dataclass(frozen=True)
+class Collected:
+    done: np.ndarray  # (D, T) when the task has every message
+    calls: np.ndarray  # (D, T) receive calls that returned something
+    empty: np.ndarray  # (D, T) calls (probes) that returned nothing
+
+
+class ReceivePolicy(ABC):
+    name = ""
+
+    @abstractmethod
+    def collect(self, box: Inbox, start: np.ndarray, call: np.ndarray,
+                receiver: Receiver) -> Collected:
+        """When each task has all of its messages, given it starts receiving at ``start``
+        and one call costs ``call``."""
+
+
+class LongPoll(ReceivePolicy):
+    name = "longpoll"
+
+    def collect(self, box: Inbox, start: np.ndarray, call: np.ndarray,
+                receiver: Receiver) -> Collected:
+        end = start.copy()
+        snapshot = np.full_like(start, -np.inf)
+        taken = np.full(start.shape, receiver.batch)
+        calls = np.zeros_like(start)
+        empty = np.zeros_like(start)
+        for i in range(box.arrival.shape[2]):
+            arrival, cost = box.arrival[..., i], box.cost[..., i]
+            valid = np.isfinite(arrival)
+            join = valid & (taken < receiver.batch) & (arrival <= snapshot)
+            new = valid & ~join
+            idle = np.where(new, np.maximum(arrival - end, 0.0), 0.0)
+            empty += np.floor(idle / receiver.wait_s)
+            snapshot = np.where(new, np.maximum(end, arrival), snapshot)
+            end = np.where(new, snapshot + call + cost, np.where(join, end + cost, end))
+            taken = np.where(new, 1, np.where(join, taken + 1, taken))
+            calls += new
+        return Collected(end, calls, empty)
+
+
+class Backoff(ReceivePolicy):
+    name = "backoff"
+
+    def collect(self, box: Inbox, start: np.ndarray, call: np.ndarray,
+                receiver: Receiver) -> Collected:
+        first = receiver.options.get("first_s", 0.02)
+        ceiling = receiver.options.get("max_s", 0.5)
+        delays = np.minimum(ceiling, first * 2.0 ** np.arange(BACKOFF_STEPS))
+        schedule = np.concatenate(([0.0], np.cumsum(delays * BACKOFF_JITTER_MEAN)))
+        end = start.copy()
+        snapshot = np.full_like(start, -np.inf)
+        taken = np.full(start.shape, receiver.batch)
+        calls = np.zeros_like(start)
+        empty = np.zeros_like(start)
+        for i in range(box.arrival.shape[2]):
+            arrival, cost = box.arrival[..., i], box.cost[..., i]
+            valid = np.isfinite(arrival)
+            join = valid & (taken < receiver.batch) & (arrival <= snapshot)
+            new = valid & ~join
+            gap = np.where(new, np.maximum(arrival - end, 0.0), 0.0)
+            # probes before the one that finds it (each probe also costs a call)
+            probes = np.searchsorted(schedule, gap, side="left")
+            found = end + schedule[np.minimum(probes, schedule.size - 1)] + probes * call
+            empty += np.where(new, probes, 0)
+            snapshot = np.where(new, np.maximum(found, arrival), snapshot)
+            end = np.where(new, snapshot + call + cost, np.where(join, end + cost, end))
+            taken = np.where(new, 1, np.where(join, taken + 1, taken))
+            calls += new
+        return Collected(end, calls, empty)
+
+
+class Interval(ReceivePolicy):
+    name = "interval"
+
+    def collect(self, box: Inbox, start: np.ndarray, call: np.ndarray,
+                receiver: Receiver) -> Collected:
+        period = call + receiver.options.get("sleep_s", 0.1)
+        late = np.maximum(box.arrival - start[..., None], 0.0)
+        valid = np.isfinite(late)
+        rounds = np.where(valid, np.ceil(late / period[..., None]), 0.0)
+        listed = start[..., None] + rounds * period[..., None] + call[..., None]
+        # GETs run on threads (their I/O overlaps), their CPU does not
+        fetched = np.where(valid, listed + box.io, -np.inf)
+        done = (fetched + box.cpu).max(axis=2, initial=-np.inf)
+        first = np.where(valid, fetched, np.inf).min(axis=2, initial=np.inf)
+        done = np.maximum(done, np.where(np.isfinite(first), first + box.cpu.sum(axis=2),
+                                         -np.inf))
+        last_round = rounds.max(axis=2, initial=0.0)
+        done = np.maximum(done, start + (last_round + 1) * period)
+        lists = last_round + 1
+        return Collected(done, lists, np.zeros_like(start))
+
+
+RECEIVERS: dict[str, type[ReceivePolicy]] = {
+    LongPoll.name: LongPoll,
+    Backoff.name: Backoff,
+    Interval.name: Interval,
+}
