@@ -39,7 +39,7 @@ import numpy as np
 from fsd_inference.exceptions import InputFormatError
 from fsd_inference.predict.engine import Simulation
 from fsd_inference.predict.graph import Jobs, Messages, Receiver, Step, TaskGraph, Work
-from fsd_inference.predict.neuron import cpu_factor
+from fsd_inference.predict.neuron import cpu_factor, grouped_cumsum
 from fsd_inference.predict.params import ServiceModel
 
 LAYERS = 120
@@ -139,16 +139,6 @@ def _messages(run: PublishedRun, tasks: int, rng: np.random.Generator
     return src, dst, rank, calls
 
 
-def _grouped_cumsum(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Running sums within runs of equal (sorted) ``groups``, inclusive."""
-    total = np.cumsum(values)
-    if not values.size:
-        return total
-    first = np.flatnonzero(np.r_[True, np.diff(groups) != 0])
-    offsets = np.repeat(np.r_[0.0, total[first[1:] - 1]], np.diff(np.r_[first, values.size]))
-    return np.asarray(total - offsets)
-
-
 @dataclass(frozen=True)
 class _Layer:
     """One layer's messages and the per-worker figures both channels share."""
@@ -197,7 +187,7 @@ def _queue_step(layer: _Layer, tasks: int, model: ServiceModel, cpu: float) -> S
     per_call = np.repeat(layer.sent / np.maximum(layer.calls, 1), layer.calls) * layer.msg_bytes
     sdk = model.client_cpu("sns.publish", 1.0, per_call) * cpu
     prepare = layer.compress + layer.extract * cpu
-    jobs = Jobs(job_task, prepare + _grouped_cumsum(sdk, job_task),
+    jobs = Jobs(job_task, prepare + grouped_cumsum(sdk, job_task),
                 Work(np.zeros(job_task.size), (("sns.publish", np.ones(job_task.size)),),
                      per_call * _sns_weight(model)))
     first_job = np.cumsum(layer.calls) - layer.calls
@@ -221,7 +211,7 @@ def _object_step(layer: _Layer, tasks: int, model: ServiceModel, cpu: float) -> 
     per_extract = np.divide(layer.extract, layer.sent[src], out=np.zeros(n),
                             where=layer.sent[src] > 0)
     serial = per_put + (per_extract + model.client_cpu("s3.put", 1.0, layer.msg_bytes)) * cpu
-    jobs = Jobs(src, _grouped_cumsum(serial, src), Work(np.zeros(n), (
+    jobs = Jobs(src, grouped_cumsum(serial, src), Work(np.zeros(n), (
         ("s3.put", np.ones(n)),), np.full(n, layer.msg_bytes)))
     messages = Messages(np.arange(n), dst, Work(np.zeros(n), (("s3.get", np.ones(n)),),
                                                 np.full(n, layer.msg_bytes)),
