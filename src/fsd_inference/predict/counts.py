@@ -76,7 +76,8 @@ class Counts:
         share = np.divide(self.flops, self.kernel_flops[:, None],
                           out=np.zeros_like(self.flops, dtype=np.float64),
                           where=self.kernel_flops[:, None] > 0)
-        return share * self.kernel_s[:, None] + self.input_nnz * self.assemble_s_per_nnz
+        return np.asarray(share * self.kernel_s[:, None]
+                          + self.input_nnz * self.assemble_s_per_nnz)
 
     def decode_s(self, traffic: LayerTraffic) -> np.ndarray:
         """Receiver CPU per message, from the decoding times measured on a sample."""
@@ -100,7 +101,7 @@ def _assemble_cost(y: sp.csr_matrix) -> float:
     batch, width = y.shape
     started = time.process_time()
     assemble(batch, width, [(np.arange(batch), np.arange(width), y)])
-    return (time.process_time() - started) / max(1, y.nnz)
+    return float(time.process_time() - started) / max(1, int(y.nnz))
 
 
 FIELDS = ("src", "dst", "frames", "frame_bytes", "last_frame", "rows")

@@ -17,12 +17,14 @@ is serial on a worker: a send's SDK work follows the encoding and the sends befo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from fsd_inference.channels.s3 import FETCH_THREADS, POLL_FIRST_S, POLL_MAX_S
 from fsd_inference.channels.sqs import SEND_THREADS
+from fsd_inference.cloud.history import MapMode
 from fsd_inference.predict.counts import Counts
 from fsd_inference.predict.graph import Jobs, Messages, Receiver, Step, TaskGraph, Work
 from fsd_inference.predict.params import ServiceModel
@@ -54,7 +56,7 @@ class Deployment:
     arch: str
     message_limit: int
     layers_per_block: int
-    map_mode: str  # "inline" | "distributed"
+    map_mode: MapMode
 
     def blocks(self, depth: int) -> list[tuple[int, int]]:
         """0-based ``(first, last)`` step of every block."""
@@ -87,7 +89,7 @@ def grouped_cumsum(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return np.asarray(total - offsets)
 
 
-def calls_work(model: ServiceModel, calls: dict[str, np.ndarray], cpu: float, n: int,
+def calls_work(model: ServiceModel, calls: Mapping[str, np.ndarray | float], cpu: float, n: int,
                payload: np.ndarray | None = None) -> Work:
     """API calls as Work: their latencies plus their SDK CPU (scaled by ``cpu``)."""
     seconds = np.zeros(n)

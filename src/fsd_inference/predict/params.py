@@ -91,10 +91,10 @@ class Latency:
         counts = np.asarray(counts, dtype=np.float64)
         one = self.sample(rng, (draws, counts.size))
         if counts.size and counts.max() <= 1:
-            return one * counts
+            return np.asarray(one * counts)
         mean = self.mean
         spread = np.sqrt(counts) * (one - mean)
-        return np.maximum(counts * mean + spread, counts * self.floor)
+        return np.asarray(np.maximum(counts * mean + spread, counts * self.floor))
 
 
 @dataclass(frozen=True)

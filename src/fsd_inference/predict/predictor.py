@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from fsd_inference.cloud.history import min_layers_per_block
+from fsd_inference.cloud.history import MapMode, min_layers_per_block
 from fsd_inference.cloud.settings import CloudSettings
 from fsd_inference.model.binary import index_dtype
 from fsd_inference.model.network import Network
@@ -82,7 +82,7 @@ def resolve_deployment(options: PredictOptions, depth: int,
                        settings: CloudSettings | None = None) -> Deployment:
     """Map mode and layers per block as the Plan step would choose them."""
     settings = settings or CloudSettings()
-    mode = "inline" if options.workers <= settings.inline_map_limit else "distributed"
+    mode: MapMode = "inline" if options.workers <= settings.inline_map_limit else "distributed"
     needed = min_layers_per_block(depth, options.workers, mode)
     per_block = min(depth, max(options.layers_per_block or settings.layers_per_block, needed))
     return Deployment(options.workers, options.channel, options.memory_mb, options.arch,

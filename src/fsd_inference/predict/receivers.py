@@ -41,7 +41,7 @@ class Inbox:
 
     @property
     def cost(self) -> np.ndarray:
-        return self.io + self.cpu
+        return np.asarray(self.io + self.cpu)
 
     @classmethod
     def build(cls, arrival: np.ndarray, io: np.ndarray, cpu: np.ndarray, dst: np.ndarray,
@@ -62,7 +62,8 @@ class Inbox:
         by_time = np.argsort(times, axis=2)
 
         def place(values: np.ndarray) -> np.ndarray:
-            return np.take_along_axis(np.where(pad, 0.0, values[:, index]), by_time, 2)
+                return np.asarray(np.take_along_axis(np.where(pad, 0.0, values[:, index]),
+                                                 by_time, 2))
 
         return cls(np.take_along_axis(times, by_time, 2), place(io),
                    place(np.broadcast_to(cpu, arrival.shape)), count)

@@ -96,7 +96,7 @@ class QueueWire(Wire):
         # the common case (one frame that fits) is vectorised above; the rest per message
         odd = np.flatnonzero((traffic.frames != 1) | (body > limit))
         for i in odd:
-            frames = self._frame_sizes(traffic, i, options)
+            frames = self._frame_sizes(traffic, int(i))
             bodies = []
             puts[i] = 0
             up[i] = 0.0
@@ -118,7 +118,7 @@ class QueueWire(Wire):
                          up.copy())
 
     @staticmethod
-    def _frame_sizes(traffic: LayerTraffic, i: int, options: WireOptions) -> list[int]:
+    def _frame_sizes(traffic: LayerTraffic, i: int) -> list[int]:
         count = int(traffic.frames[i])
         full = (int(traffic.frame_bytes[i]) - int(traffic.last_frame[i])) // max(1, count - 1)
         return [full] * (count - 1) + [int(traffic.last_frame[i])]
