@@ -117,7 +117,7 @@ class Backoff(ReceivePolicy):
                 receiver: Receiver) -> Collected:
         first = receiver.options.get("first_s", 0.02)
         ceiling = receiver.options.get("max_s", 0.5)
-        delays = np.minimum(ceiling, first * 2.0 ** np.arange(BACKOFF_STEPS))
+        delays = np.minimum(ceiling, first * 2.0 ** np.minimum(np.arange(BACKOFF_STEPS), 60))
         schedule = np.concatenate(([0.0], np.cumsum(delays * BACKOFF_JITTER_MEAN)))
         end = start.copy()
         snapshot = np.full_like(start, -np.inf)
