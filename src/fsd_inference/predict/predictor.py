@@ -22,6 +22,7 @@ from fsd_inference.model.binary import index_dtype
 from fsd_inference.model.network import Network
 from fsd_inference.partition.cache import ownership
 from fsd_inference.partition.plan import CommPlan, WorkerShard, build_plan
+from fsd_inference.predict.contention import contended, fixed_point
 from fsd_inference.predict.counts import Counts, count_run
 from fsd_inference.predict.engine import DEFAULT_DRAWS, Simulation, simulate
 from fsd_inference.predict.graph import TaskGraph, Work
@@ -186,11 +187,30 @@ def predict(network: Network, inputs: sp.csr_matrix, options: PredictOptions,
     storage = storage_bytes(counts, shards, inputs, owned.owners, deployment)
     blocks = len(deployment.blocks(network.depth))
     gather_cpu = float(counts.output_nnz[-1].sum()) * counts.assemble_s_per_nnz
-    before, after = step_work(model, options, storage, plan_cpu, gather_cpu, blocks,
-                              loaded_bytes)
-    graph = build_graph(counts, wires, wire, model, deployment, storage, before, after)
+    graphs: list[TaskGraph] = []
+
+    def run(service: ServiceModel) -> Simulation:
+        first, last = step_work(service, options, storage, plan_cpu, gather_cpu, blocks,
+                                loaded_bytes)
+        graphs.append(build_graph(counts, wires, wire, service, deployment, storage, first,
+                                  last))
+        return simulate(graphs[-1], service, draws=options.draws, seed=options.seed)
+
     tick = time.perf_counter()
-    simulation = simulate(graph, model, draws=options.draws, seed=options.seed)
+    if contended(model):
+        exact = sum(float(sum(c.sum() for c in w.send_calls.values())
+                          + sum(c.sum() for c in w.receive_calls.values())) for w in wires)
+        around = float(options.workers * blocks * 6 + 4 * options.workers)
+
+        def calls(simulation: Simulation) -> float:
+            return exact + around + float((2 * simulation.calls + simulation.empty).sum())
+
+        cpu = float(counts.compute_s().sum() + sum(t.encode_s.sum() for t in counts.layers)
+                    + sum(counts.decode_s(t).sum() for t in counts.layers))
+        simulation, factors = fixed_point(model, run, calls, cpu)
+        seconds.update(factors)
+    else:
+        simulation = run(model)
     seconds["simulate_s"] = time.perf_counter() - tick
     return Prediction(options, deployment, model, network.neurons, counts, wires, wire,
-                      storage, graph, simulation, plan, seconds)
+                      storage, graphs[-1], simulation, plan, seconds)
