@@ -23,13 +23,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from fsd_inference.exceptions import FsdError
 
 PROFILES: dict[str, str] = {"aws": "aws-model.json", "emulator": "emulator-model.json"}
+T = TypeVar("T")
 Z90 = 1.2815515655446004  # standard normal quantiles
 Z99 = 2.3263478740408408
 
@@ -109,17 +110,16 @@ class ServiceModel:
     entries: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def value(self, key: str) -> float:
-        try:
-            return self.values[key]
-        except KeyError:
-            raise ParameterError(self.path, f"no value {key!r} (the service model "
-                                            f"{self.name!r} lacks it)") from None
+        return self._lookup(self.values, "value", key)
 
     def latency(self, key: str) -> Latency:
+        return self._lookup(self.latencies, "latency", key)
+
+    def _lookup(self, table: Mapping[str, T], kind: str, key: str) -> T:
         try:
-            return self.latencies[key]
+            return table[key]
         except KeyError:
-            raise ParameterError(self.path, f"no latency {key!r} (the service model "
+            raise ParameterError(self.path, f"no {kind} {key!r} (the service model "
                                             f"{self.name!r} lacks it)") from None
 
     def client_cpu(self, api: str, calls: np.ndarray | float = 1.0,

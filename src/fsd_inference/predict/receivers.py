@@ -86,39 +86,18 @@ class ReceivePolicy(ABC):
         and one call costs ``call``."""
 
 
-class LongPoll(ReceivePolicy):
-    name = "longpoll"
+class Greedy(ReceivePolicy):
+    """A receiver that takes, call after call, everything already there (up to
+    ``batch``); when nothing is there it finds the next arrival as :meth:`discover` says."""
+
+    @abstractmethod
+    def discover(self, gap: np.ndarray, end: np.ndarray, call: np.ndarray,
+                 receiver: Receiver) -> tuple[np.ndarray, np.ndarray]:
+        """When an idle receiver (idle since ``end``, the message arriving ``gap`` later)
+        finds the message, and how many calls it made meanwhile that found nothing."""
 
     def collect(self, box: Inbox, start: np.ndarray, call: np.ndarray,
                 receiver: Receiver) -> Collected:
-        end = start.copy()
-        snapshot = np.full_like(start, -np.inf)
-        taken = np.full(start.shape, receiver.batch)
-        calls = np.zeros_like(start)
-        empty = np.zeros_like(start)
-        for i in range(box.arrival.shape[2]):
-            arrival, cost = box.arrival[..., i], box.cost[..., i]
-            valid = np.isfinite(arrival)
-            join = valid & (taken < receiver.batch) & (arrival <= snapshot)
-            new = valid & ~join
-            idle = np.where(new, np.maximum(arrival - end, 0.0), 0.0)
-            empty += np.floor(idle / receiver.wait_s)
-            snapshot = np.where(new, np.maximum(end, arrival), snapshot)
-            end = np.where(new, snapshot + call + cost, np.where(join, end + cost, end))
-            taken = np.where(new, 1, np.where(join, taken + 1, taken))
-            calls += new
-        return Collected(end, calls, empty)
-
-
-class Backoff(ReceivePolicy):
-    name = "backoff"
-
-    def collect(self, box: Inbox, start: np.ndarray, call: np.ndarray,
-                receiver: Receiver) -> Collected:
-        first = receiver.options.get("first_s", 0.02)
-        ceiling = receiver.options.get("max_s", 0.5)
-        delays = np.minimum(ceiling, first * 2.0 ** np.minimum(np.arange(BACKOFF_STEPS), 60))
-        schedule = np.concatenate(([0.0], np.cumsum(delays * BACKOFF_JITTER_MEAN)))
         end = start.copy()
         snapshot = np.full_like(start, -np.inf)
         taken = np.full(start.shape, receiver.batch)
@@ -130,15 +109,38 @@ class Backoff(ReceivePolicy):
             join = valid & (taken < receiver.batch) & (arrival <= snapshot)
             new = valid & ~join
             gap = np.where(new, np.maximum(arrival - end, 0.0), 0.0)
-            # probes before the one that finds it (each probe also costs a call)
-            probes = np.searchsorted(schedule, gap, side="left")
-            found = end + schedule[np.minimum(probes, schedule.size - 1)] + probes * call
-            empty += np.where(new, probes, 0)
+            found, probes = self.discover(gap, end, call, receiver)
+            empty += np.where(new, probes, 0.0)
             snapshot = np.where(new, np.maximum(found, arrival), snapshot)
             end = np.where(new, snapshot + call + cost, np.where(join, end + cost, end))
             taken = np.where(new, 1, np.where(join, taken + 1, taken))
             calls += new
         return Collected(end, calls, empty)
+
+
+class LongPoll(Greedy):
+    name = "longpoll"
+
+    def discover(self, gap: np.ndarray, end: np.ndarray, call: np.ndarray,
+                 receiver: Receiver) -> tuple[np.ndarray, np.ndarray]:
+        # a waiting long poll returns as soon as the message is there; each full wait
+        # before that returned empty
+        return end + gap, np.floor(gap / receiver.wait_s)
+
+
+class Backoff(Greedy):
+    name = "backoff"
+
+    def discover(self, gap: np.ndarray, end: np.ndarray, call: np.ndarray,
+                 receiver: Receiver) -> tuple[np.ndarray, np.ndarray]:
+        first = receiver.options.get("first_s", 0.02)
+        ceiling = receiver.options.get("max_s", 0.5)
+        delays = np.minimum(ceiling, first * 2.0 ** np.minimum(np.arange(BACKOFF_STEPS), 60))
+        schedule = np.concatenate(([0.0], np.cumsum(delays * BACKOFF_JITTER_MEAN)))
+        # probes before the one that finds it (each probe also costs a call)
+        probes = np.searchsorted(schedule, gap, side="left")
+        found = end + schedule[np.minimum(probes, schedule.size - 1)] + probes * call
+        return found, probes.astype(np.float64)
 
 
 class Interval(ReceivePolicy):
