@@ -181,10 +181,35 @@ def main() -> None:
     write_report(rows, pending, args)
 
 
+def acceptance() -> str:
+    path = HERE / "timings.json"
+    if not path.is_file():
+        return "(not run: `bench/timing.py`)"
+    timings = json.loads(path.read_text(encoding="utf-8"))
+    return "\n".join(f"- {config.replace(':', ' x 120, P = ')}: {t['wall_s']:.0f} s wall, "
+                     f"{t['cpu_s']:.0f} s CPU (load average {t['load_average']}): "
+                     f"{t['answer']}" for config, t in timings.items())
+
+
+def local() -> str:
+    path = HERE / "local-demo.json"
+    if not path.is_file():
+        return "(not run: `bench/local_demo.py`)"
+    demo = json.loads(path.read_text(encoding="utf-8"))
+    return (f"Predicted execution p50 {demo['predicted_p50_s']:.1f} s (p95 "
+            f"{demo['predicted_p95_s']:.1f} s), measured {demo['measured_execution_s']:.1f} s:"
+            f" ratio {demo['ratio']:.2f}. Load average {demo['load_before']:.1f} before, "
+            f"{demo['load_after']:.1f} after (the machine is shared). Contention factors of "
+            f"the emulator model: {demo['contention']}. Predicted phases: "
+            f"{demo['predicted_phases_s']}; measured phases (execution history): "
+            f"{demo['measured_history']}.")
+
+
 def write_report(rows: list[dict[str, Any]], pending: list[str], args: argparse.Namespace
                  ) -> None:
     template = (HERE / "report-template.md").read_text(encoding="utf-8")
     text = template.format(
+        acceptance=acceptance(), local=local(),
         table="\n".join(table(rows)),
         pending=("\n".join(f"- {p}" for p in pending) if pending else "none"),
         validation="\n".join(validation(args.validation)),

@@ -53,20 +53,23 @@ class Inbox:
             empty = np.zeros((draws, tasks, 0))
             return cls(empty, empty, empty, count)
         order = np.argsort(dst, kind="stable")
+        grouped = dst[order]
         first = np.concatenate(([0], np.cumsum(count)[:-1]))
         slot = np.arange(dst.size) - np.repeat(first, count)
-        index = np.full((tasks, width), -1, dtype=np.int64)
-        index[dst[order], slot] = order
-        pad = index < 0
-        times = np.where(pad, np.inf, arrival[:, index])
-        by_time = np.argsort(times, axis=2)
+        # one sort per draw by (receiver, arrival): receivers' groups keep their places, so
+        # every draw's k-th message of a group lands in the same padded cell
+        times = arrival[:, order]
+        span = float(np.nanmax(times) - np.nanmin(times)) + 1.0
+        by_time = np.argsort(times + grouped * span, axis=1)
+        messages = order[by_time]
 
-        def place(values: np.ndarray) -> np.ndarray:
-                return np.asarray(np.take_along_axis(np.where(pad, 0.0, values[:, index]),
-                                                 by_time, 2))
+        def place(values: np.ndarray, pad: float) -> np.ndarray:
+            out = np.full((draws, tasks, width), pad)
+            out[:, grouped, slot] = np.take_along_axis(
+                np.broadcast_to(values, arrival.shape), messages, 1)
+            return out
 
-        return cls(np.take_along_axis(times, by_time, 2), place(io),
-                   place(np.broadcast_to(cpu, arrival.shape)), count)
+        return cls(place(arrival, np.inf), place(io, 0.0), place(cpu, 0.0), count)
 
 
 @dataclass(frozen=True)
