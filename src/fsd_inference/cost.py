@@ -1,9 +1,10 @@
 """Dollars for a run, from its metrics document and a price table kept as data.
 
-The table (``prices.json`` beside this module, us-east-1, dated) is loaded with
-importlib.resources, so it ships in the package and a report can name the prices it
-used. :func:`estimate_cost` reads the figures a run recorded: Lambda invocations and
-their seconds and memory (a cloud run's ``lambda`` section; for a local ``fsd infer``
+The table (``prices.json`` beside this module: one dated section per region, us-east-1
+by default and eu-west-1, the published runs' region) is loaded with importlib.resources,
+so it ships in the package and a report can name the prices it used.
+:func:`estimate_cost` reads the figures a run recorded: Lambda invocations and their
+seconds and memory (a cloud run's ``lambda`` section; for a local ``fsd infer``
 document, the workers' total time at ``memory_mb``), API calls by kind (SQS billed per
 64 KiB, S3 in its two request tiers) and the state transitions the caller counted
 (cloud.history.state_transitions), and returns every item with its quantity, unit
@@ -26,11 +27,27 @@ MB_PER_GB = 1024  # Lambda bills memory in GB of 1,024 MB
 
 
 @functools.cache
-def load_prices() -> dict[str, Any]:
-    """The packaged price table."""
+def _price_file() -> dict[str, Any]:
     text = resources.files("fsd_inference").joinpath(PRICE_FILE).read_text(encoding="utf-8")
     table: dict[str, Any] = json.loads(text)
     return table
+
+
+def price_regions() -> list[str]:
+    return sorted(_price_file()["regions"])
+
+
+def load_prices(region: str | None = None) -> dict[str, Any]:
+    """One region's price table (default: the file's default region), with ``region``,
+    ``currency`` and ``as_of`` beside the prices."""
+    document = _price_file()
+    name = region or document["default_region"]
+    try:
+        section = document["regions"][name]
+    except KeyError:
+        raise ConfigError(f"no prices for region {name!r}; the table has "
+                          f"{', '.join(price_regions())}") from None
+    return {"region": name, "currency": document["currency"], **section}
 
 
 def _item(quantity: float, unit: str, unit_usd: float) -> dict[str, Any]:

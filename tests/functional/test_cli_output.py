@@ -86,7 +86,7 @@ def test_one_json_option_everywhere_with_the_old_metrics_name_kept() -> None:
     commands = subcommands()
     with_json = {name for name, parser in commands.items()
                  if any("--json" in a.option_strings for a in parser._actions)}
-    assert with_json == {"plan", "infer", "run", "report", "reference"}
+    assert with_json == {"plan", "infer", "run", "report", "reference", "predict"}
     for name in ("infer", "run"):
         action = next(a for a in commands[name]._actions if "--json" in a.option_strings)
         assert action.option_strings == ["--json", "--metrics"]

@@ -86,6 +86,7 @@ class Block:
     @classmethod
     def from_columns(cls, activations: sp.csr_matrix) -> Block:
         """The nonzero rows of ``activations`` (already restricted to the columns R)."""
+        activations = sp.csr_matrix(activations)  # no copy when it is CSR already
         rows = np.flatnonzero(np.diff(activations.indptr))
         return cls(rows.astype(np.int64), sp.csr_matrix(activations[rows]))
 

@@ -1,0 +1,217 @@
+"""Exact work counts of a run: the plan and the codec applied to the real activations.
+
+One pass of the reference kernel over the whole batch gives every layer's activations
+Y_l (the distributed workers are bit-for-bit equal to it, so these are the values every
+worker holds). For each layer and worker q, :func:`fsd_inference.worker.outgoing` (the
+very function the worker loop sends with) yields the blocks q sends, and the channels'
+own codec functions encode them (``encode_body``, ``encode_frames`` at the channel's
+chunk limit). No transport is involved, so nothing here depends on timing: blocks,
+frames and their bytes per (layer, source, target) are exact by construction; the
+channel's API calls follow in :mod:`fsd_inference.predict.wire`.
+
+Measured on the way, for the time model (CPU seconds of this process, so other load on
+the machine does not inflate them): the kernel's time per layer, the encoding time of
+every block and the decoding time of a sample of them, and the cost of assembling a
+worker's input per nonzero. Compute per worker and layer is its share of the layer's
+multiply-adds (columns of Y it multiplies x rows of its weight slice), also exact.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from fsd_inference.channels.codec import decode_body, encode_body, encode_frames
+from fsd_inference.kernel.base import Piece
+from fsd_inference.kernel.scipy_kernel import assemble
+from fsd_inference.model.network import Network
+from fsd_inference.model.reference import layer_step
+from fsd_inference.partition.plan import CommPlan, WorkerShard
+from fsd_inference.worker import outgoing
+
+DECODE_SAMPLE = 8  # decode one block in this many to measure decoding cost
+ASSEMBLE_PROBES = 3  # layers on which assembling a full input is timed
+
+
+@dataclass(frozen=True)
+class LayerTraffic:
+    """One layer's messages: one entry per (source, target) block, sorted by source."""
+
+    src: np.ndarray  # int64
+    dst: np.ndarray
+    frames: np.ndarray  # frames of the block
+    frame_bytes: np.ndarray  # bytes of all its frames
+    last_frame: np.ndarray  # bytes of its last frame (the others are at the chunk limit)
+    rows: np.ndarray  # input rows it carries (0: the empty "nothing for you" block)
+    encode_s: np.ndarray  # sender CPU to produce it (slice once per group, encode per target)
+
+
+@dataclass
+class Counts:
+    """Everything exact about a run, plus the CPU rates measured while counting."""
+
+    workers: int
+    neurons: int
+    depth: int
+    batch: int
+    dtype: str
+    execution: str
+    chunk_limit: int
+    plan: CommPlan
+    layers: list[LayerTraffic]
+    flops: np.ndarray  # (L, P) multiply-adds of each worker's product
+    input_nnz: np.ndarray  # (L, P) nonzeros of each worker's assembled input
+    output_nnz: np.ndarray  # (L, P) nonzeros of each worker's output
+    kernel_s: np.ndarray  # (L,) CPU seconds of the reference kernel per layer
+    kernel_flops: np.ndarray  # (L,) its multiply-adds
+    assemble_s_per_nnz: float
+    decode_fit: tuple[float, float]  # seconds = a + b * frame bytes
+    categories: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def compute_s(self) -> np.ndarray:
+        """(L, P) CPU seconds on this machine: kernel share + assembling the input."""
+        share = np.divide(self.flops, self.kernel_flops[:, None],
+                          out=np.zeros_like(self.flops, dtype=np.float64),
+                          where=self.kernel_flops[:, None] > 0)
+        return np.asarray(share * self.kernel_s[:, None]
+                          + self.input_nnz * self.assemble_s_per_nnz)
+
+    def decode_s(self, traffic: LayerTraffic) -> np.ndarray:
+        """Receiver CPU per message, from the decoding times measured on a sample."""
+        a, b = self.decode_fit
+        return a + b * traffic.frame_bytes.astype(np.float64)
+
+
+def _decode_fit(samples: list[tuple[int, float]]) -> tuple[float, float]:
+    if len(samples) < 2:
+        return (samples[0][1], 0.0) if samples else (0.0, 0.0)
+    sizes = np.array([s for s, _ in samples], dtype=np.float64)
+    seconds = np.array([t for _, t in samples])
+    if np.ptp(sizes) == 0:
+        return float(seconds.mean()), 0.0
+    slope, intercept = np.polyfit(sizes, seconds, 1)
+    return max(0.0, float(intercept)), max(0.0, float(slope))
+
+
+def _assemble_cost(y: sp.csr_matrix) -> float:
+    """Seconds per nonzero to assemble a worker input (timed on the whole layer, by the
+    SciPy kernel's assembly: the fused kernel reads the pieces in place, so this is an
+    upper bound where it runs)."""
+    batch, width = y.shape
+    started = time.process_time()
+    assemble(batch, width, [Piece(y)])
+    return float(time.process_time() - started) / max(1, int(y.nnz))
+
+
+FIELDS = ("src", "dst", "frames", "frame_bytes", "last_frame", "rows")
+
+
+class _LayerCounter:
+    """Counts one layer: every worker's outgoing blocks, each group encoded once.
+
+    A group (targets with equal plan sets) gets the same block; its frames differ only
+    in the header's target field, which has a fixed size, so their lengths are equal.
+    The real worker encodes once per target, so every target is charged the encoding.
+    """
+
+    def __init__(self, execution: str, chunk_limit: int) -> None:
+        self.execution = execution
+        self.chunk_limit = chunk_limit
+        self.decode_samples: list[tuple[int, float]] = []
+        self._groups = 0
+
+    def layer(self, k: int, columns: sp.csc_matrix, owners_prev: np.ndarray,
+              shards: list[WorkerShard]) -> LayerTraffic:
+        rows: dict[str, list[int]] = {name: [] for name in FIELDS}
+        encode: list[float] = []
+        for shard in shards:
+            q = shard.worker
+            layer = shard.layers[k - 1]
+            if not layer.send:
+                continue
+            y = columns[:, np.flatnonzero(owners_prev == q)]
+            tick = time.process_time()
+            for targets, block in outgoing(layer, y):
+                slice_s = time.process_time() - tick
+                tick = time.process_time()
+                body = encode_body(block)
+                frames = encode_frames(self.execution, k, q, targets[0], body,
+                                       self.chunk_limit)
+                encode_s = time.process_time() - tick
+                size = sum(len(f) for f in frames)
+                self._sample_decode(body, size)
+                for i, target in enumerate(targets):
+                    for name, value in zip(FIELDS, (q, target, len(frames), size,
+                                                    len(frames[-1]), int(block.rows.size)),
+                                           strict=True):
+                        rows[name].append(value)
+                    encode.append(encode_s + (slice_s if i == 0 else 0.0))
+                tick = time.process_time()
+        arrays = {name: np.asarray(values, dtype=np.int64) for name, values in rows.items()}
+        return LayerTraffic(**arrays, encode_s=np.asarray(encode, dtype=np.float64))
+
+    def _sample_decode(self, body: bytes, frame_bytes: int) -> None:
+        self._groups += 1
+        if self._groups % DECODE_SAMPLE:
+            return
+        tick = time.process_time()
+        decode_body(body)
+        self.decode_samples.append((frame_bytes, time.process_time() - tick))
+
+
+def count_run(network: Network, inputs: sp.csr_matrix, owners: np.ndarray, plan: CommPlan,
+              shards: list[WorkerShard], dtype: str, execution: str, chunk_limit: int,
+              progress: Callable[[int, int], None] | None = None) -> Counts:
+    """Run the reference once and count everything the workers would send (see module)."""
+    started = time.perf_counter()
+    weights = network.astype(dtype).layers
+    y = sp.csr_matrix(inputs, dtype=np.dtype(dtype), copy=True)
+    y.sort_indices()
+    workers, depth = plan.workers, network.depth
+    counter = _LayerCounter(execution, chunk_limit)
+    layers: list[LayerTraffic] = []
+    flops = np.zeros((depth, workers))
+    input_nnz = np.zeros((depth, workers))
+    output_nnz = np.zeros((depth, workers))
+    kernel_s = np.zeros(depth)
+    kernel_flops = np.zeros(depth)
+    assemble_costs: list[float] = []
+    probes = set(np.linspace(1, depth, min(ASSEMBLE_PROBES, depth)).astype(int).tolist())
+    for k in range(1, depth + 2):
+        columns = sp.csc_matrix(y)
+        columns.sort_indices()
+        column_nnz = np.diff(columns.indptr).astype(np.float64)
+        if k > 1:
+            output_nnz[k - 2] = np.bincount(owners[k - 1], weights=column_nnz,
+                                            minlength=workers)
+        if k > depth:
+            break
+        layers.append(counter.layer(k, columns, owners[k - 1], shards))
+        w = weights[k - 1]
+        kernel_flops[k - 1] = float(column_nnz @ np.diff(w.indptr))
+        for shard in shards:
+            part = shard.layers[k - 1]
+            needed = column_nnz[part.inputs]
+            flops[k - 1, shard.worker] = float(needed @ np.diff(part.weights.indptr))
+            input_nnz[k - 1, shard.worker] = float(needed.sum())
+        if k in probes:
+            assemble_costs.append(_assemble_cost(y))
+        tick = time.process_time()
+        y = layer_step(y, w, network.bias)
+        kernel_s[k - 1] = time.process_time() - tick
+        if progress is not None:
+            progress(k, depth)
+    categories = int(np.count_nonzero(np.asarray(y.sum(axis=1)).ravel()))
+    return Counts(
+        workers=workers, neurons=network.neurons, depth=depth, batch=int(inputs.shape[0]),
+        dtype=dtype, execution=execution, chunk_limit=chunk_limit, plan=plan, layers=layers,
+        flops=flops, input_nnz=input_nnz, output_nnz=output_nnz, kernel_s=kernel_s,
+        kernel_flops=kernel_flops,
+        assemble_s_per_nnz=float(np.median(assemble_costs)) if assemble_costs else 0.0,
+        decode_fit=_decode_fit(counter.decode_samples), categories=categories,
+        seconds={"count_s": time.perf_counter() - started})
