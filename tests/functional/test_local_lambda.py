@@ -1,7 +1,7 @@
 """The local Lambda runtime and the Step Functions fixes, through moto's own APIs.
 
-Functions are created with a small probe package (below) through the Lambda API of
-the embedded server and invoked through it, as Step Functions invokes them; the hook
+Functions are created with a small probe package (lambda_probes.py) through the Lambda
+API of the embedded server and invoked through it, as Step Functions invokes them; the hook
 point tests fail loudly if the pinned moto internals moved.
 """
 
@@ -9,64 +9,26 @@ from __future__ import annotations
 
 import base64
 import inspect
-import io
 import json
-import textwrap
 import threading
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import lambda_probes as probes
 import pytest
+from lambda_probes import ROLE, invoke, make_function
 
-from fsd_inference.cloud.stack import service_client, stepfunctions_client
-from fsd_inference.local import lambda_runtime, stepfunctions
+from fsd_inference.cloud.stack import stepfunctions_client
+from fsd_inference.local import (
+    child_executions,
+    distributed_map,
+    lambda_runtime,
+    stepfunctions,
+)
 from fsd_inference.local.emulator import LocalCloud, local_serverless
 from fsd_inference.local.server import PINNED_MOTO
-
-PROBE = textwrap.dedent('''
-    import os, pathlib, time
-
-    class ProbeError(Exception):
-        pass
-
-    def echo(event, context):
-        print("echo called", flush=True)
-        names = ("AWS_ENDPOINT_URL", "PROBE_VALUE", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "TMPDIR")
-        return {"event": event, "pid": os.getpid(),
-                "remaining_ms": context.get_remaining_time_in_millis(),
-                "env": {name: os.environ.get(name) for name in names}}
-
-    def fail(event, context):
-        raise ProbeError(f"asked to fail: {event['why']}")
-
-    def sleep(event, context):
-        time.sleep(event["seconds"])
-        return {"pid": os.getpid()}
-
-    def barrier(event, context):
-        folder = pathlib.Path(event["folder"])
-        (folder / str(event["index"])).touch()
-        deadline = time.monotonic() + event["timeout"]
-        while len(list(folder.iterdir())) < event["parties"]:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(list(folder.iterdir()))} ran at once")
-            time.sleep(0.02)
-        return {"pid": os.getpid()}
-
-    def crash(event, context):
-        os._exit(3)
-''')
-ROLE = "arn:aws:iam::123456789012:role/probe"
-
-
-def probe_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("probe.py", PROBE)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -77,29 +39,7 @@ def cloud() -> Iterator[LocalCloud]:
 
 @pytest.fixture(scope="module")
 def lambda_api(cloud: LocalCloud) -> Any:
-    trust = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-        "Action": "sts:AssumeRole"}]}
-    service_client("iam", cloud.aws).create_role(RoleName=ROLE.rsplit("/", 1)[1],
-                                                 AssumeRolePolicyDocument=json.dumps(trust))
-    return service_client("lambda", cloud.aws)
-
-
-_COUNTER = iter(range(10_000))
-
-
-def make_function(api: Any, handler: str, timeout: int = 30, **environment: str) -> str:
-    name = f"probe-{handler.replace('.', '-')}-{next(_COUNTER)}"
-    api.create_function(FunctionName=name, Runtime="python3.13", Role=ROLE, Handler=handler,
-                        Code={"ZipFile": probe_zip()}, Timeout=timeout, MemorySize=512,
-                        Environment={"Variables": environment})
-    return name
-
-
-def invoke(api: Any, name: str, event: Any, tail: bool = False) -> tuple[Any, dict[str, Any]]:
-    response = api.invoke(FunctionName=name, Payload=json.dumps(event),
-                          LogType="Tail" if tail else "None")
-    return json.loads(response["Payload"].read()), response
+    return probes.lambda_api(cloud.aws)
 
 
 # ----------------------------------------------------------------------------- hook points
@@ -117,6 +57,8 @@ def test_the_hook_points_are_where_the_runtime_expects_them() -> None:
     assert list(inspect.signature(original).parameters) == ["self", "event"]
     assert "self._invoke_lambda(event=body)" in inspect.getsource(LambdaFunction.invoke)
     stepfunctions.check_hook_points()
+    distributed_map.check_hook_points()
+    child_executions.check_hook_points()
 
 
 def test_invocations_go_to_the_runtime_only_while_it_is_installed(cloud: LocalCloud) -> None:
@@ -246,32 +188,21 @@ def _map_with_a_timing_out_iteration(function_arn: str) -> str:
         }})
 
 
-def _run(sfn: Any, arn: str, name: str) -> dict[str, Any]:
-    execution = sfn.start_execution(stateMachineArn=arn, name=name, input='{"items": [1, 2]}')
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        description: dict[str, Any] = sfn.describe_execution(
-            executionArn=execution["executionArn"])
-        if description["status"] != "RUNNING":
-            return description
-        time.sleep(0.2)
-    raise AssertionError("the execution did not end")
-
-
 def test_a_states_error_in_a_map_iteration_reaches_the_maps_catch(cloud: LocalCloud,
                                                                   lambda_api: Any) -> None:
     name = make_function(lambda_api, "probe.sleep", timeout=10)
-    function_arn = lambda_api.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
+    function_arn = probes.function_arn(lambda_api, name)
     sfn = stepfunctions_client(cloud.aws)
     machine = sfn.create_state_machine(name="map-timeout", roleArn=ROLE,
                                        definition=_map_with_a_timing_out_iteration(
                                            function_arn))["stateMachineArn"]
     with stepfunctions.unpatched_map_iteration_errors():
-        broken = _run(sfn, machine, "moto-as-released")
+        broken = probes.run_execution(sfn, machine, "moto-as-released", {"items": [1, 2]})
     assert broken["status"] == "FAILED" and broken["error"] == "States.Runtime", (
         "moto no longer turns States.* iteration errors into States.Runtime: the local "
         "patch in fsd_inference.local.stepfunctions may go")
-    assert _run(sfn, machine, "patched")["status"] == "SUCCEEDED"
+    assert probes.run_execution(sfn, machine, "patched", {"items": [1, 2]})["status"] == \
+        "SUCCEEDED"
 
 
 def test_definitions_are_substituted_and_normalised_for_moto() -> None:

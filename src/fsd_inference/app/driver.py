@@ -308,7 +308,7 @@ def run_local(options: RunOptions, say: Say | None = None, live: bool = False,
     started = time.perf_counter()
     with local_serverless() as cloud:
         deployed = deploy_stack(stack_name, cloud.aws)
-        cloud.prewarm(deployed.outputs, options.workers)
+        cloud.prewarm(deployed.outputs)
         if say is not None:
             say(f"embedded AWS at {cloud.aws.endpoint_url}: stack {stack_name} deployed from "
                 f"template.yaml in {deployed.seconds:.1f} s\n")

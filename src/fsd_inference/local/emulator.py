@@ -21,8 +21,6 @@ from fsd_inference.local import stepfunctions
 from fsd_inference.local.lambda_runtime import LambdaRuntime, hook_target, lambda_runtime
 from fsd_inference.local.server import local_aws
 
-PREWARM_LIMIT = 16  # cold starts to overlap with the upload and the plan
-
 
 @dataclass(frozen=True)
 class LocalCloud:
@@ -36,12 +34,11 @@ class LocalCloud:
 
         return lambda_backends[DEFAULT_ACCOUNT_ID][self.aws.region].get_function(name)
 
-    def prewarm(self, stack: StackOutputs, workers: int) -> None:
-        """Start the stack's sandboxes in the background: P workers (at most
-        PREWARM_LIMIT; more start on demand), one of each other function."""
-        for role, name in stack.functions.items():
-            count = min(workers, PREWARM_LIMIT) if role == "Worker" else 1
-            self.runtime.prewarm(self.function(name), count)
+    def prewarm(self, stack: StackOutputs) -> None:
+        """Start the init of the stack's functions in the background (one fork server
+        each), to overlap with the upload; sandboxes then fork in milliseconds."""
+        for name in stack.functions.values():
+            self.runtime.prewarm(self.function(name))
 
 
 @contextmanager

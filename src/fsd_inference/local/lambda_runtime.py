@@ -54,6 +54,7 @@ from typing import Any
 
 from fsd_inference.exceptions import FsdError
 from fsd_inference.local.lambda_sandbox import FunctionSpec, Outcome, Sandbox, error_outcome
+from fsd_inference.local.lambda_zygote import Zygote
 
 HOOK_MODULE = "moto.awslambda.models"
 HOOK_CLASS = "LambdaFunction"
@@ -99,11 +100,14 @@ class LambdaRuntime:
         self._busy: set[Sandbox] = set()
         self._lock = threading.Condition()
         self._code_lock = threading.Lock()
+        self._zygote_lock = threading.Lock()
+        self._zygotes: dict[FunctionSpec, Zygote] = {}
         self._hooks: list[InvokeHook] = []
         self._closed = False
         self._serial = 0
         self.invocations: Counter[str] = Counter()  # by function name
-        self.cold_starts: Counter[str] = Counter()
+        self.cold_starts: Counter[str] = Counter()  # sandboxes started
+        self.inits: Counter[str] = Counter()  # handler imports (one per fork server)
         self.timeouts: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ hooks
@@ -142,7 +146,7 @@ class LambdaRuntime:
                 return Outcome(json.dumps(injected), True, "fault injected by a test hook")
         try:
             sandbox = self._acquire(spec, function)
-        except LocalRuntimeError as exc:
+        except (LocalRuntimeError, OSError) as exc:  # stopped, or its folder went with it
             return error_outcome("Runtime.Unavailable", str(exc), request_id)
         outcome = sandbox.invoke(event, request_id)
         self._release(sandbox, outcome)
@@ -179,15 +183,32 @@ class LambdaRuntime:
             self._lock.notify_all()
 
     def _spawn(self, spec: FunctionSpec, function: Any) -> Sandbox:
-        code_dir = self._code_dir(spec, function)
+        """A new sandbox of the function (forked at its first invocation)."""
+        zygote = self._zygote(spec, function)
         with self._lock:
             self._serial += 1
             serial = self._serial
             self.cold_starts[spec.name] += 1
         home = self.root / "sandboxes" / f"{spec.name}-{serial}"
         (home / "tmp").mkdir(parents=True, exist_ok=True)
-        return Sandbox(spec, code_dir, self._environment(spec, code_dir, home / "tmp"),
-                       home / "log.txt")
+        return Sandbox(spec, zygote, {"TMPDIR": str(home / "tmp")}, home / "log.txt")
+
+    def _zygote(self, spec: FunctionSpec, function: Any) -> Zygote:
+        """The function configuration's fork server, started (init) on first need."""
+        code_dir = self._code_dir(spec, function)
+        with self._zygote_lock:
+            zygote = self._zygotes.get(spec)
+            if zygote is not None and zygote.alive:
+                return zygote
+            if self._closed:
+                raise LocalRuntimeError("the local Lambda runtime has stopped")
+            self.inits[spec.name] += 1
+            home = self.root / "init" / f"{spec.name}-{self.inits[spec.name]}"
+            (home / "tmp").mkdir(parents=True, exist_ok=True)
+            zygote = Zygote(spec.name, code_dir,
+                            self._environment(spec, code_dir, home / "tmp"), home / "log.txt")
+            self._zygotes[spec] = zygote  # a dead one it replaces has nothing left to stop
+        return zygote
 
     def _environment(self, spec: FunctionSpec, code_dir: Path, tmp: Path) -> dict[str, str]:
         environment = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
@@ -253,17 +274,10 @@ class LambdaRuntime:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def prewarm(self, function: Any, count: int) -> None:
-        """Start ``count`` more sandboxes of a moto function now, idle: their cold starts
-        (imports) run in the background and the first invocations find them warming."""
-        spec = FunctionSpec.of(function)
-        started = [self._spawn(spec, function) for _ in range(count)]
-        with self._lock:
-            if not self._closed:
-                self._idle.setdefault(spec, []).extend(started)
-                return
-        for sandbox in started:
-            sandbox.kill()
+    def prewarm(self, function: Any) -> None:
+        """Start the function's init (its fork server) now, in the background: the first
+        invocations find the handler imported and only fork."""
+        self._zygote(FunctionSpec.of(function), function)
 
     def active(self) -> int:
         """Invocations running right now."""
@@ -286,6 +300,11 @@ class LambdaRuntime:
             self._idle.clear()
         for sandbox in everyone:
             sandbox.kill()
+        with self._zygote_lock:
+            zygotes = list(self._zygotes.values())
+            self._zygotes.clear()
+        for zygote in zygotes:
+            zygote.close()
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
 

@@ -1,6 +1,6 @@
 """moto's Step Functions made to run this application's state machine (moto 5.2.5 only).
 
-Three local changes, each checked against the pinned moto (``check_hook_points``, and a
+Four local changes, each checked against the pinned moto (``check_hook_points``, and a
 test that fails loudly if one moved):
 
 1. Executing backend. moto only interprets ASL when ``execute_state_machine`` is on
@@ -18,6 +18,11 @@ test that fails loudly if one moved):
    ``States.DataLimitExceeded`` fails the whole Map with ``States.Runtime`` and a Catch
    or Retry for the real name never matches. :func:`patch_map_iteration_errors` names
    such errors as the interpreter names them everywhere else (``StatesErrorName``).
+
+4. Distributed Maps: moto runs their items inline and ignores failures;
+   local.distributed_map runs each item as a child execution (local.map_run,
+   local.child_executions) with AWS's concurrency, output and tolerated-failure
+   semantics. :func:`prepare` installs it.
 
 And one grammar gap: moto's ASL parser accepts ``ToleratedFailurePercentage`` only as
 a decimal (``0.0``), not as the integer ``0`` that AWS accepts, so definitions created
@@ -222,7 +227,13 @@ def check_hook_points() -> None:
 
 
 def prepare() -> None:
-    """Check and apply the patches (idempotent)."""
+    """Check and apply the patches (idempotent), the Distributed Map's included."""
+    from fsd_inference.local import child_executions, distributed_map
+
     check_hook_points()
+    child_executions.check_hook_points()
+    distributed_map.check_hook_points()
     patch_cloudformation()
     patch_map_iteration_errors()
+    child_executions.install()
+    distributed_map.patch()
