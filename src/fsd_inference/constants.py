@@ -26,3 +26,13 @@ MNIST_IMAGE_SIDE = 32
 
 # Environment variables.
 ENV_CACHE_DIR = "FSD_CACHE_DIR"
+
+# Following an execution (app.follow): give up after this long without any progress. A
+# block attempt is silent while its workers run: up to a Lambda timeout (900 s) plus the
+# ASL's retry interval (150 s).
+STALL_TIMEOUT_S = 1200.0
+
+# fsd emulator: the usual port of a local AWS, and the stack it deploys (its bucket is
+# named after it, which events/ rely on).
+EMULATOR_PORT = 4566
+EMULATOR_STACK = "fsd-local"

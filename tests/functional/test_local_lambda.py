@@ -196,7 +196,7 @@ def test_a_states_error_in_a_map_iteration_reaches_the_maps_catch(cloud: LocalCl
     machine = sfn.create_state_machine(name="map-timeout", roleArn=ROLE,
                                        definition=_map_with_a_timing_out_iteration(
                                            function_arn))["stateMachineArn"]
-    with stepfunctions.unpatched_map_iteration_errors():
+    with stepfunctions.unpatched_error_names():
         broken = probes.run_execution(sfn, machine, "moto-as-released", {"items": [1, 2]})
     assert broken["status"] == "FAILED" and broken["error"] == "States.Runtime", (
         "moto no longer turns States.* iteration errors into States.Runtime: the local "
@@ -212,3 +212,21 @@ def test_definitions_are_substituted_and_normalised_for_moto() -> None:
     assert json.loads(text) == {"A": "arn:aws:lambda:us-east-1:1:function:f",
                                 "B": {"ToleratedFailurePercentage": 0.0, "N": 1}}
     assert '"ToleratedFailurePercentage": 0.0' in text
+
+
+def test_a_fail_state_passes_on_a_caught_states_error(cloud: LocalCloud) -> None:
+    """The failure path after a Distributed Map re-raises the Map's error by ErrorPath."""
+    sfn = stepfunctions_client(cloud.aws)
+    definition = {"StartAt": "Raise", "States": {"Raise": {
+        "Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}}}
+    machine = sfn.create_state_machine(name="rethrow", roleArn=ROLE,
+                                       definition=json.dumps(definition))["stateMachineArn"]
+    caught = {"error": {"Error": "States.ExceedToleratedFailureThreshold", "Cause": "why"}}
+    with stepfunctions.unpatched_error_names():
+        broken = probes.run_execution(sfn, machine, "rethrow-moto", caught)
+    assert broken["status"] == "FAILED" and broken["error"] == "States.Runtime", (
+        "moto now lets a Fail state name a States.* error: the local patch in "
+        "fsd_inference.local.stepfunctions may go")
+    failed = probes.run_execution(sfn, machine, "rethrow-patched", caught)
+    assert (failed["status"], failed["error"], failed["cause"]) == \
+        ("FAILED", "States.ExceedToleratedFailureThreshold", "why")

@@ -282,7 +282,7 @@ def test_deadline_stops_a_block_that_would_not_fit() -> None:
 def test_readable_cause_from_a_lambda_error(load_event: LoadEvent) -> None:
     state = load_event("cleanup_failure")["state"]
     cause = readable_cause("r1", state["error"])
-    assert cause.startswith("RetryableBlockError: worker 5, block 2: worker 5, layer 47: "
+    assert cause.startswith("RetryableBlockError: worker 2, block 1: worker 2, layer 3: "
                             "timed out after 120 s")
     assert "execution r1" in cause and "stackTrace" not in cause
     bug = readable_cause("r1", {"Error": "KeyError", "Cause": json.dumps(

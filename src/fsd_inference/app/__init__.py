@@ -17,9 +17,12 @@ from fsd_inference.app.driver import (
     ExecutionFailed,
     RunOptions,
     RunReport,
+    finish_run,
     run_local,
     run_on_stack,
+    start_run,
 )
+from fsd_inference.app.interrupt import Ask, ask_on_terminal, interrupted
 from fsd_inference.app.report import failure_lines, summary_lines
 from fsd_inference.config import AwsConfig
 from fsd_inference.model.tsv import atomic_path, write_categories
@@ -34,13 +37,22 @@ def _stderr(text: str) -> None:
 
 def run_and_report(options: RunOptions, out: Path, metrics: Path | None = None,
                    stack: str | None = None, aws: AwsConfig | None = None,
-                   quiet: bool = False) -> int:
-    """Run, print the summary, write the categories (and metrics); the exit code."""
+                   quiet: bool = False, ask: Ask = ask_on_terminal) -> int:
+    """Run, print the summary, write the categories (and metrics); the exit code.
+
+    Interrupted (Ctrl-C) while following an execution on a stack, it says how to stop
+    that execution, or asks and stops it (app.interrupt), then lets the interrupt go on.
+    """
     say = None if quiet else _stderr
     live = sys.stderr.isatty()
     try:
         if stack:
-            report = run_on_stack(stack, options, aws or AwsConfig(), say, live)
+            started = start_run(stack, options, aws or AwsConfig(), say)
+            try:
+                report = finish_run(started, say, live)
+            except KeyboardInterrupt:
+                interrupted(started, _stderr, ask)
+                raise
         else:
             report = run_local(options, say, live)
     except ExecutionFailed as exc:

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from fsd_inference.app.follow import POLL_S, STALL_S, ProgressLine, failed_items, follow
 from fsd_inference.cloud.stack import StackOutputs, stack_outputs, stepfunctions_client
 from fsd_inference.cloud.storage import Storage, storage_for
-from fsd_inference.cloud.timeline import Timeline, execution_history, read_timeline
+from fsd_inference.cloud.timeline import Timeline
 from fsd_inference.config import AwsConfig, cache_dir
 from fsd_inference.constants import DEFAULT_DTYPE
 from fsd_inference.exceptions import FsdError
@@ -40,8 +41,7 @@ from fsd_inference.model.reference import infer
 from fsd_inference.model.tsv import read_categories, read_input, write_categories
 
 LOCAL_STACK = "fsd-local"
-POLL_S = 1.0
-WAIT_LIMIT_S = 6 * 3600.0  # a Standard execution may run a year; this driver will not
+THRESHOLD_ERROR = "States.ExceedToleratedFailureThreshold"
 Say = Callable[[str], None]
 
 
@@ -52,7 +52,9 @@ class ExecutionFailed(FsdError):
         self.report = report
         error, cause = report.error or "no error name", report.cause or "no cause"
         text = cause if cause.startswith(f"{error}:") else f"{error}: {cause}"
-        super().__init__(f"execution {report.execution_name} {report.status.lower()}: {text}")
+        items = f"; failed: {'; '.join(report.item_failures)}" if report.item_failures else ""
+        super().__init__(f"execution {report.execution_name} {report.status.lower()}: "
+                         f"{text}{items}")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class RunOptions:
     rows: int | None = None
     bias: float | None = None
     poll_s: float = POLL_S
+    stall_s: float = STALL_S  # give up following after this long without progress
     execution_name: str | None = None
 
     def request(self, model_key: str, input_key: str) -> dict[str, Any]:
@@ -101,6 +104,7 @@ class RunReport:
     reference: np.ndarray | None = None
     metrics: dict[str, Any] | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # driver-side: upload, ...
+    item_failures: list[str] = field(default_factory=list)  # a Distributed Map's children
 
     @property
     def matches(self) -> bool | None:
@@ -176,51 +180,6 @@ def execution_name() -> str:
     return f"fsd-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
-class ProgressLine:
-    """The execution's progress on stderr: redrawn in place on a terminal, else one line
-    per phase or block change."""
-
-    def __init__(self, say: Say | None, live: bool) -> None:
-        self.say = say
-        self.live = live
-        self._last = ""
-
-    def __call__(self, timeline: Timeline, now: datetime) -> None:
-        if self.say is None:
-            return
-        line = timeline.describe(now)
-        if self.live:
-            self.say(f"\r{line}\033[K")
-            return
-        key = line.split(" | ")[0].split(":")[0]
-        if key != self._last:
-            self._last = key
-            self.say(line + "\n")
-
-    def close(self) -> None:
-        if self.say is not None and self.live:
-            self.say("\n")
-
-
-def follow(sfn: Any, execution_arn: str, poll_s: float, progress: ProgressLine,
-           limit_s: float = WAIT_LIMIT_S) -> tuple[dict[str, Any], Timeline]:
-    """Poll until the execution ends; (DescribeExecution, the timeline of its history)."""
-    deadline = time.monotonic() + limit_s
-    try:
-        while True:
-            description = sfn.describe_execution(executionArn=execution_arn)
-            timeline = read_timeline(execution_history(sfn, execution_arn))
-            progress(timeline, datetime.now(UTC))
-            if description["status"] != "RUNNING":
-                return description, timeline
-            if time.monotonic() > deadline:
-                raise FsdError(f"execution {execution_arn} still running after "
-                               f"{limit_s:.0f} s: stopped waiting (it keeps running)")
-            time.sleep(poll_s)
-    finally:
-        progress.close()
-
-
 def _results(storage: Storage, output: dict[str, Any], directory: Path
              ) -> tuple[np.ndarray, dict[str, Any]]:
     def key(uri: str) -> str:
@@ -274,14 +233,17 @@ def finish_run(started: StartedRun, say: Say | None = None, live: bool = False) 
     ExecutionFailed if it did not succeed."""
     options, timings = started.options, started.timings
     tick = time.perf_counter()
-    description, timeline = follow(stepfunctions_client(started.aws), started.execution_arn,
-                                   options.poll_s, ProgressLine(say, live))
+    sfn = stepfunctions_client(started.aws)
+    description, timeline = follow(sfn, started.execution_arn, options.poll_s,
+                                   ProgressLine(say, live), options.stall_s)
     timings["execution_s"] = time.perf_counter() - tick
     report = RunReport(started.stack, started.execution_name, started.execution_arn,
                        description["status"], timeline, started.request,
                        error=description.get("error"), cause=description.get("cause"),
                        seconds=timings)
     if report.status != "SUCCEEDED":
+        if report.error == THRESHOLD_ERROR:  # a Distributed Map block: name the worker
+            report.item_failures = failed_items(sfn, started.execution_arn)
         raise ExecutionFailed(report)
     report.output = json.loads(description.get("output") or "{}")
     with tempfile.TemporaryDirectory(prefix="fsd-results-") as tmp:

@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from fsd_inference import __version__
-from fsd_inference.cli import infer, model, plan, run
+from fsd_inference.cli import emulator, infer, model, plan, run
 from fsd_inference.exceptions import FsdError
 
 # Modules with ``register(subparsers)``; their order is the order of ``fsd --help``.
-COMMANDS = (model, plan, infer, run)
+COMMANDS = (model, plan, infer, run, emulator)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from fsd_inference.cloud.stack import StackOutputs
 from fsd_inference.config import DEFAULT_REGION, AwsConfig
 from fsd_inference.local import stepfunctions
 from fsd_inference.local.lambda_runtime import LambdaRuntime, hook_target, lambda_runtime
-from fsd_inference.local.server import local_aws
+from fsd_inference.local.server import LOCAL_BUCKET, LOOPBACK, local_aws
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,14 @@ class LocalCloud:
 
 
 @contextmanager
-def local_serverless(region: str = DEFAULT_REGION, root: Path | None = None
-                     ) -> Iterator[LocalCloud]:
-    """The embedded AWS with executing Step Functions and local Lambda, for the block."""
+def local_serverless(region: str = DEFAULT_REGION, root: Path | None = None,
+                     host: str = LOOPBACK, port: int = 0,
+                     bucket: str | None = LOCAL_BUCKET) -> Iterator[LocalCloud]:
+    """The embedded AWS with executing Step Functions and local Lambda, for the block
+    (``host``, ``port``, ``bucket``: as server.local_aws)."""
     hook_target()  # fail before starting anything if moto's hook points moved
     stepfunctions.prepare()
-    with local_aws(region) as aws, stepfunctions.executing_step_functions(), \
+    with local_aws(region, bucket, port, host) as aws, \
+            stepfunctions.executing_step_functions(), \
             lambda_runtime(aws.endpoint_url or "", root) as runtime:
         yield LocalCloud(aws, runtime)

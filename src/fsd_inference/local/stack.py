@@ -166,9 +166,24 @@ def _failure(cfn: Any, stack_name: str, status: str, reason: str) -> DeployError
     return DeployError(f"stack {stack_name}: {status}: {details}")
 
 
+def name_bucket(template: dict[str, Any], bucket_name: str) -> None:
+    """Give the template's one bucket a fixed name (CloudFormation would generate one)."""
+    buckets = [r for r in template.get("Resources", {}).values()
+               if r.get("Type") == "AWS::S3::Bucket"]
+    if len(buckets) != 1:
+        raise DeployError(f"cannot name the bucket {bucket_name}: the template has "
+                          f"{len(buckets)} buckets, not one")
+    buckets[0].setdefault("Properties", {})["BucketName"] = bucket_name
+
+
 def deploy_stack(stack_name: str, aws: AwsConfig, parameters: Mapping[str, Any] | None = None,
-                 root: Path = REPOSITORY, timeout_s: float = DEPLOY_TIMEOUT_S) -> Deployed:
-    """Package, transform and create ``stack_name``; returns its outputs."""
+                 root: Path = REPOSITORY, timeout_s: float = DEPLOY_TIMEOUT_S,
+                 bucket_name: str | None = None) -> Deployed:
+    """Package, transform and create ``stack_name``; returns its outputs.
+
+    ``bucket_name`` names the stack's bucket (``fsd emulator`` does, so that the sample
+    events in events/ name the right one); by default CloudFormation's rule applies.
+    """
     from fsd_inference.aws import s3_client
 
     started = time.perf_counter()
@@ -178,6 +193,8 @@ def deploy_stack(stack_name: str, aws: AwsConfig, parameters: Mapping[str, Any] 
     create_bucket(aws, ARTIFACTS_BUCKET)
     package(template, root, s3, ARTIFACTS_BUCKET, f"{stack_name}/")
     translated = translate(template, parameters or {})
+    if bucket_name is not None:
+        name_bucket(translated, bucket_name)
     cfn = cloudformation_client(aws)
     cfn.create_stack(
         StackName=stack_name, TemplateBody=json.dumps(translated),

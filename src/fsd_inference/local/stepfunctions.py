@@ -12,13 +12,15 @@ test that fails loudly if one moved):
    ``DefinitionS3Location``) becomes an empty machine. :func:`patch_cloudformation`
    makes CloudFormation read the definition (string, object or S3 location), apply
    the substitutions, and create (and delete) the machine in the executing backend.
-3. ``States.*`` errors out of Map iterations. moto wraps an iteration's error name in
-   ``CustomErrorName``, which refuses names starting with ``States.``, so an iteration
-   failing with ``States.Timeout`` (a Task's TimeoutSeconds) or
-   ``States.DataLimitExceeded`` fails the whole Map with ``States.Runtime`` and a Catch
-   or Retry for the real name never matches. :func:`patch_map_iteration_errors` names
-   such errors as the interpreter names them everywhere else (``StatesErrorName``).
-
+3. ``States.*`` error names passed on. moto wraps an error name that comes from data
+   in ``CustomErrorName``, which refuses names starting with ``States.``: a Map
+   iteration failing with ``States.Timeout`` (a Task's TimeoutSeconds) or
+   ``States.DataLimitExceeded`` fails the whole Map with ``States.Runtime``, so a Catch
+   or Retry for the real name never matches; and a Fail state whose ErrorPath names a
+   caught ``States.*`` error (the failure path after a Distributed Map's
+   ``States.ExceedToleratedFailureThreshold``) fails with ``States.Runtime`` instead of
+   that error. :func:`patch_error_names` names such errors as the interpreter names
+   them everywhere else (``StatesErrorName``), in both places (:data:`NAMING_MODULES`).
 4. Distributed Maps: moto runs their items inline and ignores failures;
    local.distributed_map runs each item as a child execution (local.map_run,
    local.child_executions) with AWS's concurrency, output and tolerated-failure
@@ -44,6 +46,10 @@ from fsd_inference.local.lambda_runtime import LocalRuntimeError
 
 ITERATION_MODULE = ("moto.stepfunctions.parser.asl.component.state.exec.state_map."
                     "iteration.iteration_worker")
+FAIL_MODULE = "moto.stepfunctions.parser.asl.component.state.fail.state_fail"
+# module -> how it names an error from data (checked in its source)
+NAMING_MODULES = {ITERATION_MODULE: "CustomErrorName(error_name=error_name)",
+                  FAIL_MODULE: "CustomErrorName(error_value)"}
 ERROR_NAME_MODULE = "moto.stepfunctions.parser.asl.component.common.error_name"
 _PATCH_LOCK = threading.Lock()
 _ORIGINALS: dict[str, Any] = {}
@@ -159,11 +165,12 @@ def patch_cloudformation() -> None:
                 classmethod(_delete_state_machine))
 
 
-# ----------------------------------------------------------------------------- 3. Map errors
+# ----------------------------------------------------------------------------- 3. error names
 
 
-def _iteration_error_name(error_name: str | None) -> Any:
-    """The error name of a failed Map iteration, ``States.*`` names included."""
+def _error_name(error_name: str | None) -> Any:
+    """An error name from data (an iteration's error, a Fail state's ErrorPath),
+    ``States.*`` names included."""
     custom = importlib.import_module(f"{ERROR_NAME_MODULE}.custom_error_name")
     states = importlib.import_module(f"{ERROR_NAME_MODULE}.states_error_name")
     base = importlib.import_module(f"{ERROR_NAME_MODULE}.error_name")
@@ -175,29 +182,31 @@ def _iteration_error_name(error_name: str | None) -> Any:
     return custom.CustomErrorName(error_name)
 
 
-def patch_map_iteration_errors() -> None:
-    """An iteration's ``States.*`` error reaches the Map's Retry and Catch (idempotent)."""
-    module = importlib.import_module(ITERATION_MODULE)
+def patch_error_names() -> None:
+    """``States.*`` names reach Retry, Catch and the execution's error (idempotent)."""
     with _PATCH_LOCK:
-        if "iteration_error_name" in _ORIGINALS:
-            return
-        _ORIGINALS["iteration_error_name"] = getattr(module, "CustomErrorName")  # noqa: B009
-        setattr(module, "CustomErrorName", _iteration_error_name)  # noqa: B010
+        for name in NAMING_MODULES:
+            if name in _ORIGINALS:
+                continue
+            module = importlib.import_module(name)
+            _ORIGINALS[name] = getattr(module, "CustomErrorName")  # noqa: B009
+            setattr(module, "CustomErrorName", _error_name)  # noqa: B010
 
 
 @contextmanager
-def unpatched_map_iteration_errors() -> Iterator[None]:
+def unpatched_error_names() -> Iterator[None]:
     """moto's own behaviour for the block (tests show the bug is still there)."""
-    module = importlib.import_module(ITERATION_MODULE)
+    modules = {name: importlib.import_module(name) for name in NAMING_MODULES}
     with _PATCH_LOCK:
-        current = getattr(module, "CustomErrorName")  # noqa: B009
-        setattr(module, "CustomErrorName",  # noqa: B010
-                _ORIGINALS.get("iteration_error_name", current))
+        current = {name: getattr(m, "CustomErrorName") for name, m in modules.items()}  # noqa: B009
+        for name, module in modules.items():
+            setattr(module, "CustomErrorName", _ORIGINALS.get(name, current[name]))  # noqa: B010
     try:
         yield
     finally:
         with _PATCH_LOCK:
-            setattr(module, "CustomErrorName", current)  # noqa: B010
+            for name, module in modules.items():
+                setattr(module, "CustomErrorName", current[name])  # noqa: B010
 
 
 # ----------------------------------------------------------------------------- checks
@@ -215,13 +224,12 @@ def check_hook_points() -> None:
         method = _ORIGINALS.get("cfn_" + name.split("_")[0]) or StateMachine.__dict__.get(name)
         if not isinstance(method, classmethod):
             problems.append(f"StateMachine.{name} is not a classmethod")
-    module = importlib.import_module(ITERATION_MODULE)
-    source = inspect.getsource(module.IterationWorker._eval_job)
-    if "CustomErrorName(error_name=error_name)" not in source:
-        problems.append("IterationWorker._eval_job no longer names errors with "
-                        "CustomErrorName(error_name=error_name)")
-    if not hasattr(module, "CustomErrorName"):
-        problems.append(f"{ITERATION_MODULE} no longer imports CustomErrorName")
+    for name, call in NAMING_MODULES.items():
+        module = importlib.import_module(name)
+        if call not in inspect.getsource(module):
+            problems.append(f"{name} no longer names errors with {call}")
+        if not hasattr(module, "CustomErrorName"):
+            problems.append(f"{name} no longer imports CustomErrorName")
     if problems:
         raise LocalRuntimeError("moto's Step Functions internals moved: " + "; ".join(problems))
 
@@ -234,6 +242,6 @@ def prepare() -> None:
     child_executions.check_hook_points()
     distributed_map.check_hook_points()
     patch_cloudformation()
-    patch_map_iteration_errors()
+    patch_error_names()
     child_executions.install()
     distributed_map.patch()
