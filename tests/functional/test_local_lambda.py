@@ -24,6 +24,8 @@ from fsd_inference.cloud.stack import stepfunctions_client
 from fsd_inference.local import (
     child_executions,
     distributed_map,
+    execution_fixes,
+    lambda_hook,
     lambda_runtime,
     stepfunctions,
 )
@@ -51,22 +53,23 @@ def test_the_hook_points_are_where_the_runtime_expects_them() -> None:
     from moto.awslambda.models import LambdaFunction
 
     assert moto.__version__ == PINNED_MOTO
-    owner = lambda_runtime.hook_target()
+    owner = lambda_hook.hook_target()
     assert owner is LambdaFunction
-    original = lambda_runtime._ORIGINAL or LambdaFunction._invoke_lambda
+    original = lambda_hook._ORIGINAL or LambdaFunction._invoke_lambda
     assert list(inspect.signature(original).parameters) == ["self", "event"]
     assert "self._invoke_lambda(event=body)" in inspect.getsource(LambdaFunction.invoke)
     stepfunctions.check_hook_points()
     distributed_map.check_hook_points()
     child_executions.check_hook_points()
+    execution_fixes.check_hook_points()
 
 
 def test_invocations_go_to_the_runtime_only_while_it_is_installed(cloud: LocalCloud) -> None:
     from moto.awslambda.models import LambdaFunction
 
-    assert LambdaFunction._invoke_lambda is lambda_runtime._routed_invoke_lambda
+    assert LambdaFunction._invoke_lambda is lambda_hook._routed_invoke_lambda
     with pytest.raises(lambda_runtime.LocalRuntimeError, match="already installed"):
-        lambda_runtime.install(lambda_runtime.LambdaRuntime(cloud.aws.endpoint_url or ""))
+        lambda_hook.install(lambda_runtime.LambdaRuntime(cloud.aws.endpoint_url or ""))
 
 
 # ----------------------------------------------------------------------------- invocations
@@ -196,11 +199,11 @@ def test_a_states_error_in_a_map_iteration_reaches_the_maps_catch(cloud: LocalCl
     machine = sfn.create_state_machine(name="map-timeout", roleArn=ROLE,
                                        definition=_map_with_a_timing_out_iteration(
                                            function_arn))["stateMachineArn"]
-    with stepfunctions.unpatched_error_names():
+    with execution_fixes.unpatched_error_names():
         broken = probes.run_execution(sfn, machine, "moto-as-released", {"items": [1, 2]})
     assert broken["status"] == "FAILED" and broken["error"] == "States.Runtime", (
         "moto no longer turns States.* iteration errors into States.Runtime: the local "
-        "patch in fsd_inference.local.stepfunctions may go")
+        "patch in fsd_inference.local.execution_fixes may go")
     assert probes.run_execution(sfn, machine, "patched", {"items": [1, 2]})["status"] == \
         "SUCCEEDED"
 
@@ -222,11 +225,64 @@ def test_a_fail_state_passes_on_a_caught_states_error(cloud: LocalCloud) -> None
     machine = sfn.create_state_machine(name="rethrow", roleArn=ROLE,
                                        definition=json.dumps(definition))["stateMachineArn"]
     caught = {"error": {"Error": "States.ExceedToleratedFailureThreshold", "Cause": "why"}}
-    with stepfunctions.unpatched_error_names():
+    with execution_fixes.unpatched_error_names():
         broken = probes.run_execution(sfn, machine, "rethrow-moto", caught)
     assert broken["status"] == "FAILED" and broken["error"] == "States.Runtime", (
         "moto now lets a Fail state name a States.* error: the local patch in "
-        "fsd_inference.local.stepfunctions may go")
+        "fsd_inference.local.execution_fixes may go")
     failed = probes.run_execution(sfn, machine, "rethrow-patched", caught)
     assert (failed["status"], failed["error"], failed["cause"]) == \
         ("FAILED", "States.ExceedToleratedFailureThreshold", "why")
+
+
+def test_executions_without_a_name_get_one(cloud: LocalCloud) -> None:
+    """StartExecution's name is optional (the README's aws CLI examples omit it)."""
+    sfn = stepfunctions_client(cloud.aws)
+    definition = {"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}
+    machine = sfn.create_state_machine(name="unnamed", roleArn=ROLE,
+                                       definition=json.dumps(definition))["stateMachineArn"]
+    with execution_fixes.unpatched_execution_names():
+        sfn.start_execution(stateMachineArn=machine, input="{}")
+        with pytest.raises(sfn.exceptions.ExecutionAlreadyExists):
+            sfn.start_execution(stateMachineArn=machine, input="{}")
+    arns = {sfn.start_execution(stateMachineArn=machine, input="{}")["executionArn"]
+            for _ in range(2)}
+    assert len(arns) == 2 and not any(arn.endswith(":None") for arn in arns)
+
+
+def _stopped_while_a_map_runs(sfn: Any, machine: str, name: str) -> tuple[str, str]:
+    """(status right after StopExecution, status once its iterations ended)."""
+    arn = sfn.start_execution(stateMachineArn=machine, name=name,
+                              input=json.dumps({"items": [0, 1]}))["executionArn"]
+    time.sleep(1.0)
+    sfn.stop_execution(executionArn=arn)
+    at_once = sfn.describe_execution(executionArn=arn)["status"]
+    time.sleep(5.0)  # the iterations end (failing) after their 3 s
+    return at_once, sfn.describe_execution(executionArn=arn)["status"]
+
+
+def test_a_stopped_execution_is_aborted_at_once_and_stays_so(cloud: LocalCloud,
+                                                             lambda_api: Any) -> None:
+    """Stopped during an inline Map whose iterations then fail and are caught."""
+    function_arn = probes.function_arn(lambda_api, make_function(lambda_api, "probe.stamp"))
+    sfn = stepfunctions_client(cloud.aws)
+    definition = {"StartAt": "Fan", "States": {
+        "Fan": {"Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": 0,
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "INLINE"}, "StartAt": "Slow",
+                    "States": {"Slow": {
+                        "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+                        "Parameters": {"FunctionName": function_arn,
+                                       "Payload": {"seconds": 3, "fail": True}},
+                        "End": True}}},
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}], "End": True},
+        "Caught": {"Type": "Succeed"}}}
+    machine = sfn.create_state_machine(name="stopped", roleArn=ROLE,
+                                       definition=json.dumps(definition))["stateMachineArn"]
+    with execution_fixes.unpatched_stops():
+        broken = _stopped_while_a_map_runs(sfn, machine, "stopped-moto")
+    assert broken == ("RUNNING", "FAILED"), (
+        f"moto now stops executions as AWS does ({broken}): the local patch in "
+        f"fsd_inference.local.execution_fixes may go")
+    assert _stopped_while_a_map_runs(sfn, machine, "stopped-patched") == \
+        ("ABORTED", "ABORTED")

@@ -18,7 +18,8 @@ from typing import Any
 from fsd_inference.cloud.stack import StackOutputs
 from fsd_inference.config import DEFAULT_REGION, AwsConfig
 from fsd_inference.local import stepfunctions
-from fsd_inference.local.lambda_runtime import LambdaRuntime, hook_target, lambda_runtime
+from fsd_inference.local.lambda_hook import hook_target, lambda_runtime
+from fsd_inference.local.lambda_runtime import LambdaRuntime
 from fsd_inference.local.server import LOCAL_BUCKET, LOOPBACK, local_aws
 
 

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fsd_inference.cloud.stack import StackOutputs, cloudformation_client, stack_outputs
-from fsd_inference.config import AwsConfig
+from fsd_inference.config import DEFAULT_REGION, ENV_DEFAULT_REGION, AwsConfig
 from fsd_inference.exceptions import ConfigError, FsdError
-from fsd_inference.local.server import create_bucket
+from fsd_inference.local.server import create_bucket, patched_environ
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -127,14 +127,17 @@ class _NoManagedPolicies:
                           "deployment cannot look those up")
 
 
-def translate(template: dict[str, Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """SAM -> CloudFormation with aws-sam-translator (what CloudFormation's transform does)."""
+def translate(template: dict[str, Any], parameters: Mapping[str, Any],
+              region: str = DEFAULT_REGION) -> dict[str, Any]:
+    """SAM -> CloudFormation with aws-sam-translator (what CloudFormation's transform
+    does), in ``region`` (the translator reads it from boto3's default session)."""
     from samtranslator.model.exceptions import InvalidDocumentException
     from samtranslator.translator.transform import transform
 
     try:
-        translated: dict[str, Any] = transform(template, dict(parameters),
-                                               _NoManagedPolicies())
+        with patched_environ({ENV_DEFAULT_REGION: region, "AWS_REGION": region}):
+            translated: dict[str, Any] = transform(template, dict(parameters),
+                                                   _NoManagedPolicies())
     except InvalidDocumentException as exc:
         causes = "; ".join(str(cause) for cause in exc.causes)
         raise DeployError(f"{TEMPLATE_NAME} does not transform: {causes}") from exc
@@ -192,7 +195,7 @@ def deploy_stack(stack_name: str, aws: AwsConfig, parameters: Mapping[str, Any] 
     s3 = s3_client(aws)
     create_bucket(aws, ARTIFACTS_BUCKET)
     package(template, root, s3, ARTIFACTS_BUCKET, f"{stack_name}/")
-    translated = translate(template, parameters or {})
+    translated = translate(template, parameters or {}, aws.region)
     if bucket_name is not None:
         name_bucket(translated, bucket_name)
     cfn = cloudformation_client(aws)

@@ -12,15 +12,9 @@ test that fails loudly if one moved):
    ``DefinitionS3Location``) becomes an empty machine. :func:`patch_cloudformation`
    makes CloudFormation read the definition (string, object or S3 location), apply
    the substitutions, and create (and delete) the machine in the executing backend.
-3. ``States.*`` error names passed on. moto wraps an error name that comes from data
-   in ``CustomErrorName``, which refuses names starting with ``States.``: a Map
-   iteration failing with ``States.Timeout`` (a Task's TimeoutSeconds) or
-   ``States.DataLimitExceeded`` fails the whole Map with ``States.Runtime``, so a Catch
-   or Retry for the real name never matches; and a Fail state whose ErrorPath names a
-   caught ``States.*`` error (the failure path after a Distributed Map's
-   ``States.ExceedToleratedFailureThreshold``) fails with ``States.Runtime`` instead of
-   that error. :func:`patch_error_names` names such errors as the interpreter names
-   them everywhere else (``StatesErrorName``), in both places (:data:`NAMING_MODULES`).
+3. Executions as on AWS (local.execution_fixes): ``States.*`` error names that come from
+   data reach Retry, Catch and the execution's error; an execution started without a
+   name gets a UUID; a stopped execution is ABORTED at once and stays so.
 4. Distributed Maps: moto runs their items inline and ignores failures;
    local.distributed_map runs each item as a child execution (local.map_run,
    local.child_executions) with AWS's concurrency, output and tolerated-failure
@@ -34,8 +28,6 @@ written as decimals) before moto parses them.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import threading
 from collections.abc import Iterator
@@ -44,13 +36,6 @@ from typing import Any
 
 from fsd_inference.local.lambda_runtime import LocalRuntimeError
 
-ITERATION_MODULE = ("moto.stepfunctions.parser.asl.component.state.exec.state_map."
-                    "iteration.iteration_worker")
-FAIL_MODULE = "moto.stepfunctions.parser.asl.component.state.fail.state_fail"
-# module -> how it names an error from data (checked in its source)
-NAMING_MODULES = {ITERATION_MODULE: "CustomErrorName(error_name=error_name)",
-                  FAIL_MODULE: "CustomErrorName(error_value)"}
-ERROR_NAME_MODULE = "moto.stepfunctions.parser.asl.component.common.error_name"
 _PATCH_LOCK = threading.Lock()
 _ORIGINALS: dict[str, Any] = {}
 
@@ -165,50 +150,6 @@ def patch_cloudformation() -> None:
                 classmethod(_delete_state_machine))
 
 
-# ----------------------------------------------------------------------------- 3. error names
-
-
-def _error_name(error_name: str | None) -> Any:
-    """An error name from data (an iteration's error, a Fail state's ErrorPath),
-    ``States.*`` names included."""
-    custom = importlib.import_module(f"{ERROR_NAME_MODULE}.custom_error_name")
-    states = importlib.import_module(f"{ERROR_NAME_MODULE}.states_error_name")
-    base = importlib.import_module(f"{ERROR_NAME_MODULE}.error_name")
-    if error_name is not None and error_name.startswith(custom.ILLEGAL_CUSTOM_ERROR_PREFIX):
-        try:
-            return states.StatesErrorName.from_name(error_name)
-        except ValueError:  # a States.* name the interpreter does not know: keep it
-            return base.ErrorName(error_name)
-    return custom.CustomErrorName(error_name)
-
-
-def patch_error_names() -> None:
-    """``States.*`` names reach Retry, Catch and the execution's error (idempotent)."""
-    with _PATCH_LOCK:
-        for name in NAMING_MODULES:
-            if name in _ORIGINALS:
-                continue
-            module = importlib.import_module(name)
-            _ORIGINALS[name] = getattr(module, "CustomErrorName")  # noqa: B009
-            setattr(module, "CustomErrorName", _error_name)  # noqa: B010
-
-
-@contextmanager
-def unpatched_error_names() -> Iterator[None]:
-    """moto's own behaviour for the block (tests show the bug is still there)."""
-    modules = {name: importlib.import_module(name) for name in NAMING_MODULES}
-    with _PATCH_LOCK:
-        current = {name: getattr(m, "CustomErrorName") for name, m in modules.items()}  # noqa: B009
-        for name, module in modules.items():
-            setattr(module, "CustomErrorName", _ORIGINALS.get(name, current[name]))  # noqa: B010
-    try:
-        yield
-    finally:
-        with _PATCH_LOCK:
-            for name, module in modules.items():
-                setattr(module, "CustomErrorName", current[name])  # noqa: B010
-
-
 # ----------------------------------------------------------------------------- checks
 
 
@@ -224,24 +165,19 @@ def check_hook_points() -> None:
         method = _ORIGINALS.get("cfn_" + name.split("_")[0]) or StateMachine.__dict__.get(name)
         if not isinstance(method, classmethod):
             problems.append(f"StateMachine.{name} is not a classmethod")
-    for name, call in NAMING_MODULES.items():
-        module = importlib.import_module(name)
-        if call not in inspect.getsource(module):
-            problems.append(f"{name} no longer names errors with {call}")
-        if not hasattr(module, "CustomErrorName"):
-            problems.append(f"{name} no longer imports CustomErrorName")
     if problems:
         raise LocalRuntimeError("moto's Step Functions internals moved: " + "; ".join(problems))
 
 
 def prepare() -> None:
     """Check and apply the patches (idempotent), the Distributed Map's included."""
-    from fsd_inference.local import child_executions, distributed_map
+    from fsd_inference.local import child_executions, distributed_map, execution_fixes
 
     check_hook_points()
+    execution_fixes.check_hook_points()
     child_executions.check_hook_points()
     distributed_map.check_hook_points()
     patch_cloudformation()
-    patch_error_names()
+    execution_fixes.patch()
     child_executions.install()
     distributed_map.patch()
