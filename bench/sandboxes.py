@@ -74,6 +74,16 @@ def wait_ready(folder: Path, count: int, timeout_s: float = 600) -> float:
     return time.perf_counter() - started
 
 
+def all_ready(folder: Path, count: int, started: float) -> tuple[float, Peak]:
+    """Once all ``count`` are ready: seconds since ``started`` and their memory; then
+    release them."""
+    wait_ready(folder, count)
+    seconds = time.perf_counter() - started
+    peak = measure(os.getpid())
+    (folder / "release").touch()
+    return seconds, peak
+
+
 def measure(root: int) -> Peak:
     pids = descendants(root)
     totals = rollup(pids)
@@ -94,14 +104,11 @@ def forked(count: int, work: Path) -> tuple[float, Peak]:
                for _ in range(count)]
     for thread in threads:
         thread.start()
-    wait_ready(folder, count)
-    seconds = time.perf_counter() - started
-    peak = measure(os.getpid())
-    (folder / "release").touch()
+    result = all_ready(folder, count, started)
     for thread in threads:
         thread.join()
     runtime.close()
-    return seconds, peak
+    return result
 
 
 def alone(count: int, work: Path) -> tuple[float, Peak]:
@@ -115,13 +122,10 @@ def alone(count: int, work: Path) -> tuple[float, Peak]:
     processes = [subprocess.Popen([sys.executable, "-c", ALONE, str(code_dir),
                                    json.dumps({"folder": str(folder)})], env=environment)
                  for _ in range(count)]
-    wait_ready(folder, count)
-    seconds = time.perf_counter() - started
-    peak = measure(os.getpid())
-    (folder / "release").touch()
+    result = all_ready(folder, count, started)
     for process in processes:
         process.wait()
-    return seconds, peak
+    return result
 
 
 def report(name: str, seconds: float, peak: Peak, count: int) -> dict[str, Any]:

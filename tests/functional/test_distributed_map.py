@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +20,15 @@ import lambda_probes as probes
 import pytest
 from lambda_probes import ROLE, make_function
 
+from fsd_inference.app.follow import DISTRIBUTED_MAP_STATE, map_run_progress
 from fsd_inference.cloud.stack import stepfunctions_client
-from fsd_inference.cloud.timeline import execution_history
+from fsd_inference.cloud.timeline import BlockSpan, Timeline, execution_history
 from fsd_inference.local import distributed_map
-from fsd_inference.local.emulator import LocalCloud, local_serverless
+from fsd_inference.local.emulator import LocalCloud
 
 EXCEEDED = {"Error": "States.ExceedToleratedFailureThreshold",
             "Cause": "The specified tolerated failure threshold was exceeded"}
 _NAMES = iter(range(10_000))
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[LocalCloud]:
-    with local_serverless() as local:
-        yield local
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +43,7 @@ def stamp(cloud: LocalCloud) -> str:
 
 
 def machine(sfn: Any, function_arn: str, retry: list[dict[str, Any]] | None = None,
-            **tolerance: float) -> str:
+            tolerance: dict[str, float] | None = None) -> str:
     """A Distributed Map over ``$.items``; each child invokes the stamp probe with its
     item and records its own execution id; threshold errors are caught."""
     fan: dict[str, Any] = {
@@ -72,7 +67,7 @@ def machine(sfn: Any, function_arn: str, retry: list[dict[str, Any]] | None = No
         "Catch": [{"ErrorEquals": ["States.ExceedToleratedFailureThreshold"],
                    "ResultPath": "$.error", "Next": "Caught"}],
         "End": True}
-    fan.update({key: value for key, value in tolerance.items()})
+    fan.update(tolerance or {})
     if retry:
         fan["Retry"] = retry
     definition = {"StartAt": "Fan", "States": {"Fan": fan, "Caught": {"Type": "Succeed"}}}
@@ -110,7 +105,7 @@ def most_at_once(outputs: list[Any]) -> int:
 
 def test_moto_alone_ignores_a_failed_item(sfn: Any, stamp: str) -> None:
     """What local.distributed_map exists for: moto 5.2.5's Distributed Map swallows failures."""
-    arn = machine(sfn, stamp, ToleratedFailurePercentage=0.0)
+    arn = machine(sfn, stamp, tolerance={"ToleratedFailurePercentage": 0.0})
     with distributed_map.unpatched():
         described, output = run(sfn, arn, items(3, fail=(1,)))
     assert described["status"] == "SUCCEEDED" and "error" not in output, (
@@ -152,6 +147,11 @@ def test_every_item_is_a_child_execution_and_all_run_at_once(sfn: Any, stamp: st
     counts = sfn.describe_map_run(mapRunArn=map_run_arn)
     assert counts["status"] == "SUCCEEDED"
     assert counts["itemCounts"]["succeeded"] == counts["itemCounts"]["total"] == 6
+    # what fsd run's progress line reads for a DistributedBlock (no iteration events)
+    timeline = Timeline(current=DISTRIBUTED_MAP_STATE,
+                        blocks=[BlockSpan(DISTRIBUTED_MAP_STATE, datetime.now(UTC))])
+    assert map_run_progress(sfn, parent, timeline) == (6, 0)
+    assert timeline.describe(datetime.now(UTC)).startswith("block 1/?: 6/? workers done")
 
 
 def test_max_concurrency_path_bounds_the_children_at_once(sfn: Any, stamp: str) -> None:
@@ -164,7 +164,7 @@ def test_max_concurrency_path_bounds_the_children_at_once(sfn: Any, stamp: str) 
 
 
 def test_a_failed_item_fails_the_map_run_and_aborts_the_others(sfn: Any, stamp: str) -> None:
-    arn = machine(sfn, stamp, ToleratedFailurePercentage=0.0)
+    arn = machine(sfn, stamp, tolerance={"ToleratedFailurePercentage": 0.0})
     started = time.monotonic()
     entries = [{"seconds": 0.0, "fail": True}, *items(3, seconds=30)]
     described, output = run(sfn, arn, entries)
@@ -198,7 +198,7 @@ def test_a_failed_item_fails_the_map_run_and_aborts_the_others(sfn: Any, stamp: 
 ])
 def test_the_tolerated_failure_threshold(sfn: Any, stamp: str, tolerance: dict[str, float],
                                          fail: tuple[int, ...], exceeded: bool) -> None:
-    described, output = run(sfn, machine(sfn, stamp, **tolerance), items(4, fail=fail))
+    described, output = run(sfn, machine(sfn, stamp, tolerance=tolerance), items(4, fail=fail))
     assert described["status"] == "SUCCEEDED"
     if exceeded:
         assert output["error"] == EXCEEDED

@@ -31,7 +31,7 @@ from fsd_inference.cloud.layout import RunLayout
 from fsd_inference.cloud.stack import StackOutputs, stepfunctions_client
 from fsd_inference.cloud.storage import Storage
 from fsd_inference.config import AwsConfig
-from fsd_inference.local.emulator import LocalCloud, local_serverless
+from fsd_inference.local.emulator import LocalCloud
 from fsd_inference.local.lambda_runtime import Invocation
 from fsd_inference.local.server import DUMMY_CREDENTIALS
 from fsd_inference.local.stack import deploy_stack
@@ -109,17 +109,6 @@ def test_a_bare_moto_server_fails_within_the_stall_timeout(bare_moto: str, model
 
 
 # ----------------------------------------------------------------------------- embedded
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[LocalCloud]:
-    with local_serverless() as local:
-        yield local
-
-
-@pytest.fixture(scope="module")
-def stack(cloud: LocalCloud) -> StackOutputs:
-    return deploy_stack(STACK, cloud.aws).outputs
 
 
 def options(model: Path, name: str, stall_s: float = 1200.0) -> RunOptions:

@@ -42,7 +42,6 @@ from fsd_inference.app.driver import (
     StartedRun,
     finish_run,
     run_on_stack,
-    start_run,
 )
 from fsd_inference.aws import s3_client, sqs_client
 from fsd_inference.channels.s3 import scratch_prefix
@@ -50,9 +49,8 @@ from fsd_inference.cloud.layout import RunLayout
 from fsd_inference.cloud.stack import StackOutputs, stepfunctions_client
 from fsd_inference.cloud.storage import Storage
 from fsd_inference.cloud.timeline import execution_history
-from fsd_inference.local.emulator import LocalCloud, local_serverless
+from fsd_inference.local.emulator import LocalCloud
 from fsd_inference.local.lambda_runtime import Invocation
-from fsd_inference.local.stack import deploy_stack
 from fsd_inference.model.binary import save_network
 from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path
@@ -100,17 +98,6 @@ def reference(model: Path, rows: int | None) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def cloud() -> Iterator[LocalCloud]:
-    with local_serverless() as local:
-        yield local
-
-
-@pytest.fixture(scope="module")
-def stack(cloud: LocalCloud) -> StackOutputs:
-    return deploy_stack(STACK, cloud.aws).outputs
-
-
-@pytest.fixture(scope="module")
 def storage(cloud: LocalCloud, stack: StackOutputs) -> Storage:
     return Storage(stack.bucket, s3_client(cloud.aws))
 
@@ -135,7 +122,7 @@ def leftovers(cloud: LocalCloud, storage: Storage, execution: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def failing(cloud: LocalCloud, stack: StackOutputs, storage: Storage, model: Path
+def failing(background_run: Any, storage: Storage, model: Path
             ) -> Iterator[tuple[StartedRun, list[int]]]:
     """An execution whose worker VICTIM finds its shard corrupt in every attempt."""
     attempts: list[int] = []
@@ -149,13 +136,8 @@ def failing(cloud: LocalCloud, stack: StackOutputs, storage: Storage, model: Pat
                 attempts.append(event["block"])
             storage.put_bytes(RunLayout(FAILING).shard(VICTIM), b"not an fsdm bundle")
 
-    cloud.runtime.add_hook(corrupt_shard)
-    started = start_run(STACK, options(model, FAILING), cloud.aws)
-    yield started, attempts
-    cloud.runtime.remove_hook(corrupt_shard)
-    sfn = stepfunctions_client(cloud.aws)
-    if sfn.describe_execution(executionArn=started.execution_arn)["status"] == "RUNNING":
-        sfn.stop_execution(executionArn=started.execution_arn)  # only part of the module ran
+    with background_run(options(model, FAILING), corrupt_shard) as started:
+        yield started, attempts
 
 
 @pytest.fixture(scope="module")

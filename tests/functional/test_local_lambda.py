@@ -12,7 +12,6 @@ import inspect
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,8 @@ from fsd_inference.local import (
     lambda_runtime,
     stepfunctions,
 )
-from fsd_inference.local.emulator import LocalCloud, local_serverless
+from fsd_inference.local.emulator import LocalCloud
 from fsd_inference.local.server import PINNED_MOTO
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[LocalCloud]:
-    with local_serverless() as local:
-        yield local
 
 
 @pytest.fixture(scope="module")

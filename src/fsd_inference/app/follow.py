@@ -87,7 +87,7 @@ class ProgressLine:
             self.say("\n")
 
 
-def _map_run_progress(sfn: Any, execution_arn: str, timeline: Timeline) -> tuple[int, int]:
+def map_run_progress(sfn: Any, execution_arn: str, timeline: Timeline) -> tuple[int, int]:
     """(succeeded, failed) items of the running Distributed Map block, also written into
     the timeline's block; (0, 0) when not in one or not allowed to ask."""
     if timeline.current != DISTRIBUTED_MAP_STATE or not timeline.blocks or \
@@ -132,7 +132,7 @@ def follow(sfn: Any, execution_arn: str, poll_s: float, progress: ProgressLine,
         while True:
             description = sfn.describe_execution(executionArn=execution_arn)
             timeline = read_timeline(execution_history(sfn, execution_arn))
-            items = _map_run_progress(sfn, execution_arn, timeline)
+            items = map_run_progress(sfn, execution_arn, timeline)
             progress(timeline, datetime.now(UTC))
             if description["status"] != "RUNNING":
                 return description, timeline
