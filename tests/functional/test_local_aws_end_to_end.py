@@ -12,10 +12,12 @@ mostly waits, and here the waits overlap with everything else:
   in the background until its first block is done, then is stopped and cleaned up.
 - ``fsd run``'s driver with 42 workers on the embedded AWS in this process (template.yaml
   deployed; the Plan picks the Distributed Map above 40), which must match the
-  reference; and a persistent worker failure (a corrupt shard, injected by a runtime
-  hook) that fails each Map Run with States.ExceedToleratedFailureThreshold, which the
-  ASL retries twice at its literal 150 s interval before the Catch routes it to the
-  failure cleanup: about five minutes, started in the background before the first test.
+  reference; a worker that fails once (injected by a runtime hook) fails its Map Run
+  with States.ExceedToleratedFailureThreshold, which the ASL retries after its literal
+  150 s interval from the block's checkpoint: that execution starts in the background
+  before the first test. A persistent worker failure (a corrupt shard) is retried twice
+  (300 s) before the Catch routes it to the failure cleanup: that test is marked slow
+  (``.venv/bin/pytest -m slow``), since it alone would add five minutes to make test.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ WORKERS = 42  # one above what an inline Map may run at once (40)
 ROWS = 200
 RECEIVE_TIMEOUT_S = 60.0  # 42 workers on the emulator: a layer takes tens of seconds
 FAILING = "distributed-persistent-failure"
+FLAKY = "distributed-transient-failure"
 VICTIM = 7
 
 
@@ -119,6 +122,31 @@ def leftovers(cloud: LocalCloud, storage: Storage, execution: str) -> list[str]:
     queues = sqs_client(cloud.aws).list_queues(QueueNamePrefix=f"fsd-{execution}-")
     return ([*queues.get("QueueUrls", []), *storage.keys(RunLayout(execution).prefix),
              *storage.keys(scratch_prefix(execution))])
+
+
+@pytest.fixture(scope="module")
+def failing_once(background_run: Any, model: Path
+                 ) -> Iterator[tuple[StartedRun, list[tuple[int, int]]]]:
+    """An execution whose worker VICTIM fails once, in block 0, with a transient error."""
+    calls: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def fail_once(invocation: Invocation) -> dict[str, Any] | None:
+        event = invocation.event
+        if not (isinstance(event, dict) and "worker" in event and
+                event.get("run", {}).get("execution") == FLAKY):
+            return None
+        with lock:
+            calls.append((event["block"], event["worker"]))
+            first = calls.count((0, VICTIM)) == 1 and (event["block"], event["worker"]) == \
+                (0, VICTIM)
+        if first:
+            return {"errorType": "RetryableBlockError",
+                    "errorMessage": f"worker {VICTIM}, block 0: injected: a connection dropped"}
+        return None
+
+    with background_run(options(model, FLAKY), fail_once) as started:
+        yield started, calls
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +202,7 @@ def demo_run(emulator: Emulator) -> Iterator[Callable[[], dict[str, Any]]]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _slow_executions_start_first(failing: Any, demo_run: Any) -> None:
+def _slow_executions_start_first(failing_once: Any, demo_run: Any) -> None:
     """Start the two long executions before the first test of the module."""
 
 
@@ -323,6 +351,24 @@ def test_the_demo_request_runs(emulator: Emulator,
     assert not queues.get("QueueUrls")
 
 
+def test_a_failed_item_fails_the_block_which_is_retried_from_its_checkpoint(
+        cloud: LocalCloud, storage: Storage, model: Path,
+        failing_once: tuple[StartedRun, list[tuple[int, int]]]) -> None:
+    started, calls = failing_once
+    report = finish_run(started)
+    assert report.status == "SUCCEEDED" and report.categories is not None
+    np.testing.assert_array_equal(report.categories, reference(model, ROWS))
+    assert report.timeline.phases()["block_attempts"] == [2, 1], "block 0 ran twice"
+    every = [(b, p) for b in range(2) for p in range(WORKERS)]
+    assert set(calls) == set(every) and calls.count((1, 0)) == 1, "block 1 ran once"
+    kinds = [e["type"] for e in execution_history(stepfunctions_client(cloud.aws),
+                                                  report.execution_arn)]
+    assert kinds.count("MapRunFailed") == 1 and kinds.count("MapRunSucceeded") == 2
+    assert cloud.runtime.wait_idle(RECEIVE_TIMEOUT_S + 60), "the failed attempt's workers"
+    assert leftovers(cloud, storage, FLAKY) == []
+
+
+@pytest.mark.slow
 def test_a_failing_item_is_retried_then_caught_and_cleaned_up(
         cloud: LocalCloud, storage: Storage,
         failing: tuple[StartedRun, list[int]]) -> None:
