@@ -20,7 +20,7 @@ import lambda_probes as probes
 import pytest
 from lambda_probes import ROLE, make_function
 
-from fsd_inference.app.follow import DISTRIBUTED_MAP_STATE, map_run_progress
+from fsd_inference.app.follow import DISTRIBUTED_MAP_STATE, failed_items, map_run_progress
 from fsd_inference.cloud.stack import stepfunctions_client
 from fsd_inference.cloud.timeline import BlockSpan, Timeline, execution_history
 from fsd_inference.local import distributed_map
@@ -179,6 +179,9 @@ def test_a_failed_item_fails_the_map_run_and_aborts_the_others(sfn: Any, stamp: 
                                     statusFilter="FAILED")["executions"]
     detail = sfn.describe_execution(executionArn=failed["executionArn"])
     assert detail["error"] == "ProbeError" and "item 0 asked to fail" in detail["cause"]
+    # what fsd run adds to the threshold error: the failed child's own error
+    assert failed_items(sfn, described["executionArn"]) == \
+        [f"item {failed['name']}: ProbeError: item 0 asked to fail"]
     run_state = sfn.describe_map_run(mapRunArn=map_run_arn)
     assert run_state["status"] == "FAILED"
     assert run_state["itemCounts"]["failed"] == 1 and run_state["itemCounts"]["aborted"] == 3

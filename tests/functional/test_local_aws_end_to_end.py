@@ -51,6 +51,7 @@ from fsd_inference.cloud.layout import RunLayout
 from fsd_inference.cloud.stack import StackOutputs, stepfunctions_client
 from fsd_inference.cloud.storage import Storage
 from fsd_inference.cloud.timeline import execution_history
+from fsd_inference.constants import EMULATOR_STACK
 from fsd_inference.local.emulator import LocalCloud
 from fsd_inference.local.lambda_runtime import Invocation
 from fsd_inference.model.binary import save_network
@@ -264,6 +265,20 @@ def test_the_plan_failure_cleanup_event_names_the_bad_field(emulator: Emulator) 
     ok, output = emulator.invoke("Cleanup", event("cleanup_plan_failure"))
     assert ok and output["failed"] is True
     assert output["cause"].startswith("RequestError: request field 'workers'")
+
+
+def test_sam_remote_invoke_with_an_event_file(emulator: Emulator, tmp_path: Path) -> None:
+    """The README's ``sam remote invoke`` (the installed SAM CLI), with the exports only."""
+    environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SAM_CLI_TELEMETRY": "0",
+                   **emulator.exports}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("sam")), "remote", "invoke", "--stack-name",
+         EMULATOR_STACK, "CleanupFunction", "--event-file",
+         str(EVENTS / "cleanup_plan_failure.json")], capture_output=True, text=True,
+        env=environment, cwd=ROOT, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["failed"] is True and result["cause"].startswith("RequestError: ")
 
 
 def test_the_worker_gather_and_cleanup_events_act_on_the_demo_run(emulator: Emulator) -> None:
