@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from fsd_inference.cloud.storage import Storage
 
 from common import Stopwatch, say
 from fsd_inference.aws import s3_client
@@ -42,6 +41,7 @@ from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path
 from fsd_inference.model.reference import infer
 from fsd_inference.model.tsv import read_input
+from fsd_inference.storage import Storage
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ("PlanFunction", "WorkerFunction", "GatherFunction", "CleanupFunction")
