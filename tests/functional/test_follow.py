@@ -37,7 +37,7 @@ from fsd_inference.local.stack import deploy_stack
 from fsd_inference.model.binary import save_network
 from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path
-from fsd_inference.storage import Storage
+from fsd_inference.storage import S3Storage
 
 STACK = "fsd-follow"
 STALL_S = 15.0
@@ -211,7 +211,7 @@ def test_asked_to_stop_it_stops_the_execution_and_cleans_up(cloud: LocalCloud,
 
     with cloud.runtime.hooked(hook):
         started = start_run(STACK, options(model, name), cloud.aws)
-        storage = Storage(stack.bucket, s3_client(cloud.aws))
+        storage = S3Storage(stack.bucket, s3_client(cloud.aws))
         layout = RunLayout(name)
         deadline = time.monotonic() + 60
         while not storage.exists(layout.manifest) and time.monotonic() < deadline:

@@ -59,7 +59,7 @@ from fsd_inference.model.inputs import sample_input_path
 from fsd_inference.model.load import load_model
 from fsd_inference.model.reference import infer
 from fsd_inference.model.tsv import read_input
-from fsd_inference.storage import Storage
+from fsd_inference.storage import S3Storage, Storage
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -103,7 +103,7 @@ def reference(model: Path, rows: int | None) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def storage(cloud: LocalCloud, stack: StackOutputs) -> Storage:
-    return Storage(stack.bucket, s3_client(cloud.aws))
+    return S3Storage(stack.bucket, s3_client(cloud.aws))
 
 
 @pytest.fixture(scope="module")
@@ -261,6 +261,24 @@ def test_a_plan_event_plans_its_run(emulator: Emulator, name: str) -> None:
     assert ok and cleaned["failed"] is False, cleaned
 
 
+def test_the_stopped_execution_cleanup_event_removes_what_its_plan_left(
+        emulator: Emulator) -> None:
+    """The EventBridge rule's event for an execution stopped outside the state machine:
+    the run's manifest (left by its Plan) decides what to tear down."""
+    stopped = event("cleanup_stopped")
+    planned = event("plan_small")
+    assert stopped["execution"] == planned["execution"]
+    ok, output = emulator.invoke("Plan", planned)
+    assert ok, output
+    ok, cleaned = emulator.invoke("Cleanup", stopped)
+    assert ok and cleaned["failed"] is True, cleaned
+    assert cleaned["cause"].startswith("ExecutionAborted: "), cleaned
+    prefix = f"runs/{stopped['execution']}/"
+    listed = emulator.client("s3").list_objects_v2(Bucket=emulator.outputs["BucketName"],
+                                                   Prefix=prefix)
+    assert listed.get("KeyCount", 0) == 0, "the stopped run's objects are gone"
+
+
 def test_the_plan_failure_cleanup_event_names_the_bad_field(emulator: Emulator) -> None:
     ok, output = emulator.invoke("Cleanup", event("cleanup_plan_failure"))
     assert ok and output["failed"] is True
@@ -298,8 +316,12 @@ def test_the_worker_gather_and_cleanup_events_act_on_the_demo_run(emulator: Emul
     expected = reference(cached_network(SMALL), block["run"]["batch"])
     np.testing.assert_array_equal(emulator.categories(summary), expected)
     recorded = event("cleanup_default")["state"]["gather"]["summary"]
-    assert {k: v for k, v in summary.items() if k != "cost_usd"} == \
-        {k: v for k, v in recorded.items() if k != "cost_usd"}, "the sample is not stale"
+    timed = ("cost_usd", "totals")  # seconds (and API calls: polls) differ run to run
+    assert {k: v for k, v in summary.items() if k not in timed} == \
+        {k: v for k, v in recorded.items() if k not in timed}, "the sample is not stale"
+    exact = ("messages_sent", "bytes_sent")
+    assert {k: summary["totals"][k] for k in exact} == \
+        {k: recorded["totals"][k] for k in exact}, "the sample's traffic is not stale"
 
     ok, cleaned = emulator.invoke("Cleanup", event("cleanup_default"))
     assert ok and cleaned["failed"] is False and cleaned["deleted_objects"] > 0, cleaned
@@ -429,4 +451,5 @@ EXERCISED = {
     "cleanup_default": test_the_worker_gather_and_cleanup_events_act_on_the_demo_run,
     "cleanup_failure": test_the_worker_gather_and_cleanup_events_act_on_the_demo_run,
     "cleanup_plan_failure": test_the_plan_failure_cleanup_event_names_the_bad_field,
+    "cleanup_stopped": test_the_stopped_execution_cleanup_event_removes_what_its_plan_left,
 }

@@ -235,7 +235,13 @@ def test_executions_without_a_name_get_one(cloud: LocalCloud) -> None:
     machine = sfn.create_state_machine(name="unnamed", roleArn=ROLE,
                                        definition=json.dumps(definition))["stateMachineArn"]
     with execution_fixes.unpatched_execution_names():
-        sfn.start_execution(stateMachineArn=machine, input="{}")
+        first = sfn.start_execution(stateMachineArn=machine, input="{}")["executionArn"]
+        # A running execution of the same name and input is StartExecution's idempotent
+        # case (no error, on AWS too): the bug shows once the first one has ended.
+        deadline = time.monotonic() + 30
+        while sfn.describe_execution(executionArn=first)["status"] == "RUNNING":
+            assert time.monotonic() < deadline, "a one-state execution never ended"
+            time.sleep(0.05)
         with pytest.raises(sfn.exceptions.ExecutionAlreadyExists):
             sfn.start_execution(stateMachineArn=machine, input="{}")
     arns = {sfn.start_execution(stateMachineArn=machine, input="{}")["executionArn"]

@@ -8,7 +8,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from fsd_inference.cli.common import say
+from fsd_inference.cli import arguments
+from fsd_inference.cli.common import Subparsers, add_command, say
 from fsd_inference.config import DEFAULT_REGION
 from fsd_inference.constants import EMULATOR_PORT, EMULATOR_STACK
 
@@ -33,18 +34,21 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    emulator = sub.add_parser(
-        "emulator", help="keep the embedded local AWS up, with template.yaml deployed, "
-                         "for the aws CLI, sam and boto3 (until Ctrl-C)",
+def register(sub: Subparsers) -> None:
+    emulator = add_command(
+        sub, "emulator", summary="keep the embedded local AWS up, with template.yaml "
+                                 "deployed, for the aws CLI, sam and boto3 (until Ctrl-C)",
         description="Start the embedded AWS (S3, SQS, Lambda running the handlers, Step "
                     "Functions running the state machine, CloudFormation), deploy "
                     "template.yaml as a stack, print the endpoint, the stack outputs and "
                     "the export lines a client needs, and stay up until Ctrl-C.",
-        epilog="example: fsd emulator --demo   then, in another shell, the printed "
-               "exports and: aws stepfunctions start-execution --state-machine-arn ARN "
-               "--input file://events/statemachine_small.json")
-    emulator.add_argument("--port", type=int, default=EMULATOR_PORT,
+        examples=["fsd emulator --demo            # then, in another shell, the printed "
+                  "exports and the commands of the README",
+                  "fsd emulator --port 4567 --env-file emulator.env",
+                  "fsd emulator --host 0.0.0.0 --demo   # reachable from sam local's "
+                  "containers"])
+    emulator.add_argument("--port", type=arguments.bounded_int(0, 65535),
+                          default=EMULATOR_PORT,
                           help=f"port to listen on (default {EMULATOR_PORT}; 0: any free port)")
     emulator.add_argument("--host", default=DEFAULT_HOST,
                           help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 lets "
