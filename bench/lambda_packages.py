@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from fsd_inference.cloud.storage import Storage
 
 from common import Stopwatch, say
 from fsd_inference.aws import s3_client
@@ -42,6 +41,7 @@ from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path
 from fsd_inference.model.reference import infer
 from fsd_inference.model.tsv import read_input
+from fsd_inference.storage import S3Storage
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ("PlanFunction", "WorkerFunction", "GatherFunction", "CleanupFunction")
@@ -131,7 +131,7 @@ def smoke(scratch: Path) -> dict[str, Any]:
     expected = infer(network, read_input(sample_input_path(), neurons=1024)[:SMOKE_ROWS])
     with local_aws() as aws, Stopwatch() as watch:
         assert aws.bucket and aws.endpoint_url
-        storage = Storage(aws.bucket, s3_client(aws))
+        storage = S3Storage(aws.bucket, s3_client(aws))
         save_network(network, scratch / "net.fsdm")
         storage.put_file("models/net.fsdm", scratch / "net.fsdm")
         storage.put_file("inputs/sample.tsv.gz", sample_input_path())

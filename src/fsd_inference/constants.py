@@ -33,3 +33,13 @@ ENV_KERNEL_LIBRARY = "FSD_KERNEL_LIBRARY"  # another build of libfsdkernel.so
 # Row parts (micro-batches, strategy/shape.py) a run may cut its rows into: the worker
 # loop keys every message by (layer, part), and a pipeline streams parts between stages.
 MAX_PARTS = 1024
+
+# Following an execution (app.follow): give up after this long without any progress. A
+# block attempt is silent while its workers run: up to a Lambda timeout (900 s) plus the
+# ASL's retry interval (150 s).
+STALL_TIMEOUT_S = 1200.0
+
+# fsd emulator: the usual port of a local AWS, and the stack it deploys (its bucket is
+# named after it, which events/ rely on).
+EMULATOR_PORT = 4566
+EMULATOR_STACK = "fsd-local"

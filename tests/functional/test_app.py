@@ -34,15 +34,13 @@ from fsd_inference.app.driver import (
     StartedRun,
     finish_run,
     run_on_stack,
-    start_run,
 )
 from fsd_inference.aws import s3_client, sqs_client
 from fsd_inference.channels.s3 import scratch_prefix
 from fsd_inference.cloud.layout import RunLayout
-from fsd_inference.cloud.stack import StackOutputs, stack_outputs, stepfunctions_client
+from fsd_inference.cloud.stack import StackOutputs, stack_outputs
 from fsd_inference.local.emulator import LocalCloud
 from fsd_inference.local.lambda_runtime import Invocation
-from fsd_inference.local.stack import deploy_stack
 from fsd_inference.model.binary import save_network
 from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path
@@ -56,11 +54,6 @@ LAYERS_PER_BLOCK = 3
 RECEIVE_TIMEOUT_S = 10.0  # stragglers of a failed block give up quickly
 TRANSIENT = "transient-fail-once"
 Hook = Callable[[Invocation], dict[str, Any] | None]
-
-
-@pytest.fixture(scope="module")
-def stack(cloud: LocalCloud) -> StackOutputs:
-    return deploy_stack(STACK, cloud.aws).outputs
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +123,7 @@ def check_success(report: RunReport, expected: np.ndarray, workers: int) -> None
 
 
 @pytest.fixture(scope="module")
-def transient(cloud: LocalCloud, stack: StackOutputs, model: Path
+def transient(background_run: Any, model: Path
               ) -> Iterator[tuple[StartedRun, list[tuple[int, int]]]]:
     """An execution whose worker 1 fails once in block 1 with RetryableBlockError."""
     calls: list[tuple[int, int]] = []
@@ -148,13 +141,8 @@ def transient(cloud: LocalCloud, stack: StackOutputs, model: Path
                     "errorMessage": "worker 1, block 1: injected: a connection dropped"}
         return None
 
-    cloud.runtime.add_hook(hook)
-    started = start_run(STACK, options(model, TRANSIENT), cloud.aws)
-    yield started, calls
-    cloud.runtime.remove_hook(hook)
-    sfn = stepfunctions_client(cloud.aws)
-    if sfn.describe_execution(executionArn=started.execution_arn)["status"] == "RUNNING":
-        sfn.stop_execution(executionArn=started.execution_arn)  # only part of the module ran
+    with background_run(options(model, TRANSIENT), hook) as started:
+        yield started, calls
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,7 +1,7 @@
 """The local Lambda runtime and the Step Functions fixes, through moto's own APIs.
 
-Functions are created with a small probe package (below) through the Lambda API of
-the embedded server and invoked through it, as Step Functions invokes them; the hook
+Functions are created with a small probe package (lambda_probes.py) through the Lambda
+API of the embedded server and invoked through it, as Step Functions invokes them; the hook
 point tests fail loudly if the pinned moto internals moved.
 """
 
@@ -9,90 +9,32 @@ from __future__ import annotations
 
 import base64
 import inspect
-import io
 import json
-import textwrap
 import threading
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
+import lambda_probes as probes
 import pytest
+from lambda_probes import ROLE, invoke, make_function
 
-from fsd_inference.cloud.stack import service_client, stepfunctions_client
-from fsd_inference.local import lambda_runtime, stepfunctions
+from fsd_inference.cloud.stack import stepfunctions_client
+from fsd_inference.local import (
+    child_executions,
+    distributed_map,
+    execution_fixes,
+    lambda_hook,
+    lambda_runtime,
+    stepfunctions,
+)
 from fsd_inference.local.emulator import LocalCloud
 from fsd_inference.local.server import PINNED_MOTO
-
-PROBE = textwrap.dedent('''
-    import os, pathlib, time
-
-    class ProbeError(Exception):
-        pass
-
-    def echo(event, context):
-        print("echo called", flush=True)
-        names = ("AWS_ENDPOINT_URL", "PROBE_VALUE", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "TMPDIR")
-        return {"event": event, "pid": os.getpid(),
-                "remaining_ms": context.get_remaining_time_in_millis(),
-                "env": {name: os.environ.get(name) for name in names}}
-
-    def fail(event, context):
-        raise ProbeError(f"asked to fail: {event['why']}")
-
-    def sleep(event, context):
-        time.sleep(event["seconds"])
-        return {"pid": os.getpid()}
-
-    def barrier(event, context):
-        folder = pathlib.Path(event["folder"])
-        (folder / str(event["index"])).touch()
-        deadline = time.monotonic() + event["timeout"]
-        while len(list(folder.iterdir())) < event["parties"]:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(list(folder.iterdir()))} ran at once")
-            time.sleep(0.02)
-        return {"pid": os.getpid()}
-
-    def crash(event, context):
-        os._exit(3)
-''')
-ROLE = "arn:aws:iam::123456789012:role/probe"
-
-
-def probe_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("probe.py", PROBE)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
 def lambda_api(cloud: LocalCloud) -> Any:
-    trust = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-        "Action": "sts:AssumeRole"}]}
-    service_client("iam", cloud.aws).create_role(RoleName=ROLE.rsplit("/", 1)[1],
-                                                 AssumeRolePolicyDocument=json.dumps(trust))
-    return service_client("lambda", cloud.aws)
-
-
-_COUNTER = iter(range(10_000))
-
-
-def make_function(api: Any, handler: str, timeout: int = 30, **environment: str) -> str:
-    name = f"probe-{handler.replace('.', '-')}-{next(_COUNTER)}"
-    api.create_function(FunctionName=name, Runtime="python3.13", Role=ROLE, Handler=handler,
-                        Code={"ZipFile": probe_zip()}, Timeout=timeout, MemorySize=512,
-                        Environment={"Variables": environment})
-    return name
-
-
-def invoke(api: Any, name: str, event: Any, tail: bool = False) -> tuple[Any, dict[str, Any]]:
-    response = api.invoke(FunctionName=name, Payload=json.dumps(event),
-                          LogType="Tail" if tail else "None")
-    return json.loads(response["Payload"].read()), response
+    return probes.lambda_api(cloud.aws)
 
 
 # ----------------------------------------------------------------------------- hook points
@@ -104,20 +46,23 @@ def test_the_hook_points_are_where_the_runtime_expects_them() -> None:
     from moto.awslambda.models import LambdaFunction
 
     assert moto.__version__ == PINNED_MOTO
-    owner = lambda_runtime.hook_target()
+    owner = lambda_hook.hook_target()
     assert owner is LambdaFunction
-    original = lambda_runtime._ORIGINAL or LambdaFunction._invoke_lambda
+    original = lambda_hook._ORIGINAL or LambdaFunction._invoke_lambda
     assert list(inspect.signature(original).parameters) == ["self", "event"]
     assert "self._invoke_lambda(event=body)" in inspect.getsource(LambdaFunction.invoke)
     stepfunctions.check_hook_points()
+    distributed_map.check_hook_points()
+    child_executions.check_hook_points()
+    execution_fixes.check_hook_points()
 
 
 def test_invocations_go_to_the_runtime_only_while_it_is_installed(cloud: LocalCloud) -> None:
     from moto.awslambda.models import LambdaFunction
 
-    assert LambdaFunction._invoke_lambda is lambda_runtime._routed_invoke_lambda
+    assert LambdaFunction._invoke_lambda is lambda_hook._routed_invoke_lambda
     with pytest.raises(lambda_runtime.LocalRuntimeError, match="already installed"):
-        lambda_runtime.install(lambda_runtime.LambdaRuntime(cloud.aws.endpoint_url or ""))
+        lambda_hook.install(lambda_runtime.LambdaRuntime(cloud.aws.endpoint_url or ""))
 
 
 # ----------------------------------------------------------------------------- invocations
@@ -239,32 +184,21 @@ def _map_with_a_timing_out_iteration(function_arn: str) -> str:
         }})
 
 
-def _run(sfn: Any, arn: str, name: str) -> dict[str, Any]:
-    execution = sfn.start_execution(stateMachineArn=arn, name=name, input='{"items": [1, 2]}')
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        description: dict[str, Any] = sfn.describe_execution(
-            executionArn=execution["executionArn"])
-        if description["status"] != "RUNNING":
-            return description
-        time.sleep(0.2)
-    raise AssertionError("the execution did not end")
-
-
 def test_a_states_error_in_a_map_iteration_reaches_the_maps_catch(cloud: LocalCloud,
                                                                   lambda_api: Any) -> None:
     name = make_function(lambda_api, "probe.sleep", timeout=10)
-    function_arn = lambda_api.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
+    function_arn = probes.function_arn(lambda_api, name)
     sfn = stepfunctions_client(cloud.aws)
     machine = sfn.create_state_machine(name="map-timeout", roleArn=ROLE,
                                        definition=_map_with_a_timing_out_iteration(
                                            function_arn))["stateMachineArn"]
-    with stepfunctions.unpatched_map_iteration_errors():
-        broken = _run(sfn, machine, "moto-as-released")
+    with execution_fixes.unpatched_error_names():
+        broken = probes.run_execution(sfn, machine, "moto-as-released", {"items": [1, 2]})
     assert broken["status"] == "FAILED" and broken["error"] == "States.Runtime", (
         "moto no longer turns States.* iteration errors into States.Runtime: the local "
-        "patch in fsd_inference.local.stepfunctions may go")
-    assert _run(sfn, machine, "patched")["status"] == "SUCCEEDED"
+        "patch in fsd_inference.local.execution_fixes may go")
+    assert probes.run_execution(sfn, machine, "patched", {"items": [1, 2]})["status"] == \
+        "SUCCEEDED"
 
 
 def test_definitions_are_substituted_and_normalised_for_moto() -> None:
@@ -274,3 +208,80 @@ def test_definitions_are_substituted_and_normalised_for_moto() -> None:
     assert json.loads(text) == {"A": "arn:aws:lambda:us-east-1:1:function:f",
                                 "B": {"ToleratedFailurePercentage": 0.0, "N": 1}}
     assert '"ToleratedFailurePercentage": 0.0' in text
+
+
+def test_a_fail_state_passes_on_a_caught_states_error(cloud: LocalCloud) -> None:
+    """The failure path after a Distributed Map re-raises the Map's error by ErrorPath."""
+    sfn = stepfunctions_client(cloud.aws)
+    definition = {"StartAt": "Raise", "States": {"Raise": {
+        "Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}}}
+    machine = sfn.create_state_machine(name="rethrow", roleArn=ROLE,
+                                       definition=json.dumps(definition))["stateMachineArn"]
+    caught = {"error": {"Error": "States.ExceedToleratedFailureThreshold", "Cause": "why"}}
+    with execution_fixes.unpatched_error_names():
+        broken = probes.run_execution(sfn, machine, "rethrow-moto", caught)
+    assert broken["status"] == "FAILED" and broken["error"] == "States.Runtime", (
+        "moto now lets a Fail state name a States.* error: the local patch in "
+        "fsd_inference.local.execution_fixes may go")
+    failed = probes.run_execution(sfn, machine, "rethrow-patched", caught)
+    assert (failed["status"], failed["error"], failed["cause"]) == \
+        ("FAILED", "States.ExceedToleratedFailureThreshold", "why")
+
+
+def test_executions_without_a_name_get_one(cloud: LocalCloud) -> None:
+    """StartExecution's name is optional (the README's aws CLI examples omit it)."""
+    sfn = stepfunctions_client(cloud.aws)
+    definition = {"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}
+    machine = sfn.create_state_machine(name="unnamed", roleArn=ROLE,
+                                       definition=json.dumps(definition))["stateMachineArn"]
+    with execution_fixes.unpatched_execution_names():
+        first = sfn.start_execution(stateMachineArn=machine, input="{}")["executionArn"]
+        # A running execution of the same name and input is StartExecution's idempotent
+        # case (no error, on AWS too): the bug shows once the first one has ended.
+        deadline = time.monotonic() + 30
+        while sfn.describe_execution(executionArn=first)["status"] == "RUNNING":
+            assert time.monotonic() < deadline, "a one-state execution never ended"
+            time.sleep(0.05)
+        with pytest.raises(sfn.exceptions.ExecutionAlreadyExists):
+            sfn.start_execution(stateMachineArn=machine, input="{}")
+    arns = {sfn.start_execution(stateMachineArn=machine, input="{}")["executionArn"]
+            for _ in range(2)}
+    assert len(arns) == 2 and not any(arn.endswith(":None") for arn in arns)
+
+
+def _stopped_while_a_map_runs(sfn: Any, machine: str, name: str) -> tuple[str, str]:
+    """(status right after StopExecution, status once its iterations ended)."""
+    arn = sfn.start_execution(stateMachineArn=machine, name=name,
+                              input=json.dumps({"items": [0, 1]}))["executionArn"]
+    time.sleep(1.0)
+    sfn.stop_execution(executionArn=arn)
+    at_once = sfn.describe_execution(executionArn=arn)["status"]
+    time.sleep(5.0)  # the iterations end (failing) after their 3 s
+    return at_once, sfn.describe_execution(executionArn=arn)["status"]
+
+
+def test_a_stopped_execution_is_aborted_at_once_and_stays_so(cloud: LocalCloud,
+                                                             lambda_api: Any) -> None:
+    """Stopped during an inline Map whose iterations then fail and are caught."""
+    function_arn = probes.function_arn(lambda_api, make_function(lambda_api, "probe.stamp"))
+    sfn = stepfunctions_client(cloud.aws)
+    definition = {"StartAt": "Fan", "States": {
+        "Fan": {"Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": 0,
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "INLINE"}, "StartAt": "Slow",
+                    "States": {"Slow": {
+                        "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+                        "Parameters": {"FunctionName": function_arn,
+                                       "Payload": {"seconds": 3, "fail": True}},
+                        "End": True}}},
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}], "End": True},
+        "Caught": {"Type": "Succeed"}}}
+    machine = sfn.create_state_machine(name="stopped", roleArn=ROLE,
+                                       definition=json.dumps(definition))["stateMachineArn"]
+    with execution_fixes.unpatched_stops():
+        broken = _stopped_while_a_map_runs(sfn, machine, "stopped-moto")
+    assert broken == ("RUNNING", "FAILED"), (
+        f"moto now stops executions as AWS does ({broken}): the local patch in "
+        f"fsd_inference.local.execution_fixes may go")
+    assert _stopped_while_a_map_runs(sfn, machine, "stopped-patched") == \
+        ("ABORTED", "ABORTED")

@@ -286,8 +286,8 @@ def test_handlers_reject_malformed_events(load_event: LoadEvent) -> None:
     (cleanup.handler, {"execution": "x" * 81}, "length <= 80"),
     (cleanup.handler, {}, "missing required field `execution`"),
     (worker.handler, "not an object", "Expected `object`, got `str`"),
-    (worker.handler, {"block": 6}, "block 6 is outside 0..5"),
-    (worker.handler, {"worker": 8}, "worker 8 is outside 0..7"),
+    (worker.handler, {"block": 3}, "block 3 is outside 0..2"),
+    (worker.handler, {"worker": 3}, "worker 3 is outside 0..2"),
     (worker.handler, {"block": -1}, "'block': Expected `int` >= 0"),
     (worker.handler, {"run": {"layers_per_block": 0}},
      "'run.layers_per_block': Expected `int` >= 1"),
@@ -359,7 +359,7 @@ def test_deadline_stops_a_block_that_would_not_fit() -> None:
 def test_readable_cause_from_a_lambda_error(load_event: LoadEvent) -> None:
     state = load_event("cleanup_failure")["state"]
     cause = readable_cause("r1", state["error"])
-    assert cause.startswith("RetryableBlockError: worker 5, block 2: worker 5, layer 47: "
+    assert cause.startswith("RetryableBlockError: worker 2, block 1: worker 2, layer 3: "
                             "timed out after 120 s")
     assert "execution r1" in cause and "stackTrace" not in cause
     bug = readable_cause("r1", {"Error": "KeyError", "Cause": json.dumps(

@@ -16,9 +16,12 @@ from fsd_inference.app.driver import (
     ExecutionFailed,
     RunOptions,
     RunReport,
+    finish_run,
     run_local,
     run_on_stack,
+    start_run,
 )
+from fsd_inference.app.interrupt import Ask, ask_on_terminal, interrupted
 from fsd_inference.app.report import failure_lines, summary_lines
 from fsd_inference.config import AwsConfig
 from fsd_inference.model.tsv import write_categories
@@ -34,14 +37,24 @@ def _stderr(text: str) -> None:
 
 def run_and_report(options: RunOptions, out: Path, metrics: str | Path | None = None,
                    stack: str | None = None, aws: AwsConfig | None = None,
-                   quiet: bool = False, plot: Path | None = None) -> int:
+                   quiet: bool = False, plot: Path | None = None,
+                   ask: Ask = ask_on_terminal) -> int:
     """Run, print the summary, write the categories (and the metrics: a file, or ``-``
-    for stdout; and their plot); the exit code."""
+    for stdout; and their plot); the exit code.
+
+    Interrupted (Ctrl-C) while following an execution on a stack, it says how to stop
+    that execution, or asks and stops it (app.interrupt), then lets the interrupt go on.
+    """
     say = None if quiet else _stderr
     live = sys.stderr.isatty()
     try:
         if stack:
-            report = run_on_stack(stack, options, aws or AwsConfig(), say, live)
+            started = start_run(stack, options, aws or AwsConfig(), say)
+            try:
+                report = finish_run(started, say, live)
+            except KeyboardInterrupt:
+                interrupted(started, _stderr, ask)
+                raise
         else:
             report = run_local(options, say, live)
     except ExecutionFailed as exc:

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from fsd_inference.app.follow import POLL_S, STALL_S, failed_items, follow
 from fsd_inference.app.progress import ProgressLine
 from fsd_inference.cloud.layout import plan_key
 from fsd_inference.cloud.stack import StackOutputs, stack_outputs, stepfunctions_client
-from fsd_inference.cloud.timeline import Timeline, execution_history, read_timeline
+from fsd_inference.cloud.timeline import Timeline
 from fsd_inference.config import AwsConfig, cache_dir
 from fsd_inference.constants import DEFAULT_DTYPE
 from fsd_inference.exceptions import FsdError
@@ -43,8 +44,7 @@ from fsd_inference.partition.cache import ownership
 from fsd_inference.storage import Storage, storage_for
 
 LOCAL_STACK = "fsd-local"
-POLL_S = 1.0
-WAIT_LIMIT_S = 6 * 3600.0  # a Standard execution may run a year; this driver will not
+THRESHOLD_ERROR = "States.ExceedToleratedFailureThreshold"
 Say = Callable[[str], None]
 
 
@@ -55,7 +55,9 @@ class ExecutionFailed(FsdError):
         self.report = report
         error, cause = report.error or "no error name", report.cause or "no cause"
         text = cause if cause.startswith(f"{error}:") else f"{error}: {cause}"
-        super().__init__(f"execution {report.execution_name} {report.status.lower()}: {text}")
+        items = f"; failed: {'; '.join(report.item_failures)}" if report.item_failures else ""
+        super().__init__(f"execution {report.execution_name} {report.status.lower()}: "
+                         f"{text}{items}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class RunOptions:
     rows: int | None = None
     bias: float | None = None
     poll_s: float = POLL_S
+    stall_s: float = STALL_S  # give up following after this long without progress
     execution_name: str | None = None
     strategy: str | None = None  # None: the request's default
     stages: int | None = None
@@ -109,6 +112,7 @@ class RunReport:
     reference: np.ndarray | None = None
     metrics: dict[str, Any] | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # driver-side: upload, ...
+    item_failures: list[str] = field(default_factory=list)  # a Distributed Map's children
 
     @property
     def matches(self) -> bool | None:
@@ -198,25 +202,6 @@ def execution_name() -> str:
     return f"fsd-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
-def follow(sfn: Any, execution_arn: str, poll_s: float, progress: ProgressLine,
-           limit_s: float = WAIT_LIMIT_S) -> tuple[dict[str, Any], Timeline]:
-    """Poll until the execution ends; (DescribeExecution, the timeline of its history)."""
-    deadline = time.monotonic() + limit_s
-    try:
-        while True:
-            description = sfn.describe_execution(executionArn=execution_arn)
-            timeline = read_timeline(execution_history(sfn, execution_arn))
-            progress(timeline, datetime.now(UTC))
-            if description["status"] != "RUNNING":
-                return description, timeline
-            if time.monotonic() > deadline:
-                raise FsdError(f"execution {execution_arn} still running after "
-                               f"{limit_s:.0f} s: stopped waiting (it keeps running)")
-            time.sleep(poll_s)
-    finally:
-        progress.close()
-
-
 def _results(storage: Storage, output: dict[str, Any], directory: Path
              ) -> tuple[np.ndarray, dict[str, Any]]:
     def key(uri: str) -> str:
@@ -271,14 +256,17 @@ def finish_run(started: StartedRun, say: Say | None = None, live: bool = False) 
     ExecutionFailed if it did not succeed."""
     options, timings = started.options, started.timings
     tick = time.perf_counter()
-    description, timeline = follow(stepfunctions_client(started.aws), started.execution_arn,
-                                   options.poll_s, ProgressLine(say, live))
+    sfn = stepfunctions_client(started.aws)
+    description, timeline = follow(sfn, started.execution_arn, options.poll_s,
+                                   ProgressLine(say, live), options.stall_s)
     timings["execution_s"] = time.perf_counter() - tick
     report = RunReport(started.stack, started.execution_name, started.execution_arn,
                        description["status"], timeline, started.request,
                        error=description.get("error"), cause=description.get("cause"),
                        seconds=timings)
     if report.status != "SUCCEEDED":
+        if report.error == THRESHOLD_ERROR:  # a Distributed Map block: name the worker
+            report.item_failures = failed_items(sfn, started.execution_arn)
         raise ExecutionFailed(report)
     report.output = json.loads(description.get("output") or "{}")
     with tempfile.TemporaryDirectory(prefix="fsd-results-") as tmp:
@@ -305,7 +293,7 @@ def run_local(options: RunOptions, say: Say | None = None, live: bool = False,
     started = time.perf_counter()
     with local_serverless() as cloud:
         deployed = deploy_stack(stack_name, cloud.aws)
-        cloud.prewarm(deployed.outputs, options.workers)
+        cloud.prewarm(deployed.outputs)
         if say is not None:
             say(f"embedded AWS at {cloud.aws.endpoint_url}: stack {stack_name} deployed from "
                 f"template.yaml in {deployed.seconds:.1f} s\n")

@@ -10,14 +10,24 @@ from collections.abc import Sequence
 from contextlib import suppress
 
 from fsd_inference import __version__
-from fsd_inference.cli import arguments, cleanup, infer, model, plan, predict, report, run
+from fsd_inference.cli import (
+    arguments,
+    cleanup,
+    emulator,
+    infer,
+    model,
+    plan,
+    predict,
+    report,
+    run,
+)
 from fsd_inference.cli.common import HelpFormatter
 from fsd_inference.exceptions import FsdError
 from fsd_inference.output import human_lines_to_stderr
 
 EXIT_BROKEN_PIPE = 141  # as a shell reports a command ended by SIGPIPE
 # Modules with ``register(subparsers)``; their order is the order of ``fsd --help``.
-COMMANDS = (model, plan, infer, run, predict, report, cleanup)
+COMMANDS = (model, plan, infer, run, predict, report, cleanup, emulator)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,30 +16,18 @@ from fsd_inference.cli.common import (
     model_options,
     say,
 )
-from fsd_inference.config import AwsConfig, cache_dir
-from fsd_inference.model.binary import SUFFIX, save_network
-from fsd_inference.model.generate import GeneratorParams, generate
+from fsd_inference.config import AwsConfig
+from fsd_inference.constants import STALL_TIMEOUT_S
 from fsd_inference.model.inputs import sample_input_path
 from fsd_inference.partition import PARTITIONERS
 
-DEMO_NEURONS = 1024
-DEMO_LAYERS = 120
-DEMO_SEED = 0
 DEFAULT_OUT = "categories.txt"  # in the working directory, where the user looks
-
-
-def demo_model() -> Path:
-    """The demo network (1024 x 120, seed 0), generated once and cached as a bundle."""
-    path = cache_dir() / f"radixnet-{DEMO_NEURONS}x{DEMO_LAYERS}-seed{DEMO_SEED}{SUFFIX}"
-    if not path.is_file():
-        say(f"generating the demo network {DEMO_NEURONS} x {DEMO_LAYERS} into {path}")
-        save_network(generate(GeneratorParams(DEMO_NEURONS, DEMO_LAYERS, DEMO_SEED)), path)
-    return path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The serverless application end to end: embedded local AWS, or --stack on AWS."""
     from fsd_inference.app import RunOptions, run_and_report
+    from fsd_inference.app.demo import demo_model
     from fsd_inference.cloud.stack import stack_outputs
 
     if args.plot:  # before the run, not after it
@@ -50,13 +38,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.stack:  # a wrong stack name fails before the demo network is generated
         stack_outputs(args.stack, aws or AwsConfig())
     options = RunOptions(
-        model=Path(args.model) if args.model else demo_model(),
+        model=Path(args.model) if args.model else demo_model(say),
         input=Path(args.input) if args.input else sample_input_path(),
         workers=args.workers, channel=args.channel, partition=args.partition, seed=args.seed,
         dtype=args.dtype, layers_per_block=args.layers_per_block,
         message_limit=args.message_limit, receive_timeout_s=args.timeout, rows=args.rows,
         bias=args.bias, strategy=args.strategy, stages=args.stages, groups=args.groups,
-        microbatches=args.microbatches)
+        microbatches=args.microbatches, stall_s=args.stall_timeout)
     return run_and_report(options, Path(args.out), args.json, stack=args.stack, aws=aws,
                           quiet=args.quiet, plot=Path(args.plot) if args.plot else None)
 
@@ -104,6 +92,10 @@ def register(sub: Subparsers) -> None:
                      help="largest SQS message in bytes (default: the stack's MessageLimit)")
     run.add_argument("--timeout", type=arguments.receive_timeout,
                      help="longest wait for one layer's messages, seconds (default 120)")
+    run.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT_S,
+                     help="stop following an execution that shows no progress for this "
+                          f"long, seconds (default {STALL_TIMEOUT_S:g}: a block may be silent for "
+                          "a worker's 15 minutes)")
     run.add_argument("--out", default=DEFAULT_OUT,
                      help=f"categories file (default {DEFAULT_OUT} in the working directory)")
     run.add_argument("--plot", metavar="PNG",

@@ -32,6 +32,16 @@ def service_client(service: str, aws: AwsConfig) -> Any:
                                           endpoint_url=aws.endpoint_url, config=config)
 
 
+def lambda_invoke_client(aws: AwsConfig, timeout_s: float = 960.0) -> Any:
+    """A Lambda client for synchronous invokes: the read timeout above the function's
+    (900 s) and a single attempt, since a retried invoke of a worker would put two
+    copies of it in the exchange."""
+    config = Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=timeout_s,
+                    retries={"total_max_attempts": 1})
+    return boto3.session.Session().client("lambda", region_name=aws.region,
+                                          endpoint_url=aws.endpoint_url, config=config)
+
+
 def cloudformation_client(aws: AwsConfig) -> Any:
     return service_client("cloudformation", aws)
 

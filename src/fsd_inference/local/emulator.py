@@ -18,10 +18,9 @@ from typing import Any
 from fsd_inference.cloud.stack import StackOutputs
 from fsd_inference.config import DEFAULT_REGION, AwsConfig
 from fsd_inference.local import stepfunctions
-from fsd_inference.local.lambda_runtime import LambdaRuntime, hook_target, lambda_runtime
-from fsd_inference.local.server import local_aws
-
-PREWARM_LIMIT = 16  # cold starts to overlap with the upload and the plan
+from fsd_inference.local.lambda_hook import hook_target, lambda_runtime
+from fsd_inference.local.lambda_runtime import LambdaRuntime
+from fsd_inference.local.server import LOCAL_BUCKET, LOOPBACK, local_aws
 
 
 @dataclass(frozen=True)
@@ -36,20 +35,22 @@ class LocalCloud:
 
         return lambda_backends[DEFAULT_ACCOUNT_ID][self.aws.region].get_function(name)
 
-    def prewarm(self, stack: StackOutputs, workers: int) -> None:
-        """Start the stack's sandboxes in the background: P workers (at most
-        PREWARM_LIMIT; more start on demand), one of each other function."""
-        for role, name in stack.functions.items():
-            count = min(workers, PREWARM_LIMIT) if role == "Worker" else 1
-            self.runtime.prewarm(self.function(name), count)
+    def prewarm(self, stack: StackOutputs) -> None:
+        """Start the init of the stack's functions in the background (one fork server
+        each), to overlap with the upload; sandboxes then fork in milliseconds."""
+        for name in stack.functions.values():
+            self.runtime.prewarm(self.function(name))
 
 
 @contextmanager
-def local_serverless(region: str = DEFAULT_REGION, root: Path | None = None
-                     ) -> Iterator[LocalCloud]:
-    """The embedded AWS with executing Step Functions and local Lambda, for the block."""
+def local_serverless(region: str = DEFAULT_REGION, root: Path | None = None,
+                     host: str = LOOPBACK, port: int = 0,
+                     bucket: str | None = LOCAL_BUCKET) -> Iterator[LocalCloud]:
+    """The embedded AWS with executing Step Functions and local Lambda, for the block
+    (``host``, ``port``, ``bucket``: as server.local_aws)."""
     hook_target()  # fail before starting anything if moto's hook points moved
     stepfunctions.prepare()
-    with local_aws(region) as aws, stepfunctions.executing_step_functions(), \
+    with local_aws(region, bucket, port, host) as aws, \
+            stepfunctions.executing_step_functions(), \
             lambda_runtime(aws.endpoint_url or "", root) as runtime:
         yield LocalCloud(aws, runtime)

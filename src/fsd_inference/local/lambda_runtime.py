@@ -2,16 +2,18 @@
 
 moto (pinned, see server.py) invokes a function through
 ``LambdaFunction._invoke_lambda(self, event) -> (result_json, errored, logs)``, which
-in 5.2.5 runs a Docker container. :func:`install` replaces it with a router into a
-:class:`LambdaRuntime`: a pool of warm local processes ("sandboxes", lambda_child.py),
-keyed by everything that makes a Lambda sandbox (function, code, handler, environment,
-timeout, memory), so a configuration change starts fresh ones as on AWS.
+in 5.2.5 runs a Docker container; local.lambda_hook routes it into a
+:class:`LambdaRuntime`: a pool of warm local processes ("sandboxes"), keyed by
+everything that makes a Lambda sandbox (function, code, handler, environment, timeout,
+memory), so a configuration change starts fresh ones as on AWS.
 
 - Concurrency: an invocation takes an idle sandbox of its function or starts a new
   one, never waits for one. A Map's P workers wait on each other, so a pool smaller
   than the concurrent invocations would deadlock the exchange; this one grows.
-- Warm: a sandbox imports the handler once and serves invocation after invocation
-  (boto3, numpy and scipy cost about a second to import on a cold start).
+- Init once, fork per sandbox: the handler is imported once per configuration in a
+  fork server (local.lambda_zygote, lambda_child.py), and each sandbox is a fork of it
+  that serves invocation after invocation (importing boto3, numpy and scipy costs about
+  a second and 85 MB; forks share those pages and start in milliseconds).
 - Environment: what Lambda sets (``AWS_LAMBDA_FUNCTION_*``, ``AWS_REGION``,
   ``_HANDLER``), dummy credentials, ``AWS_ENDPOINT_URL`` = the moto server, the
   function's Environment variables, and a private ``TMPDIR`` per sandbox (``/tmp`` is
@@ -35,7 +37,6 @@ the handler, which the cost model reads).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 import json
 import os
@@ -54,10 +55,8 @@ from typing import Any
 
 from fsd_inference.exceptions import FsdError
 from fsd_inference.local.lambda_sandbox import FunctionSpec, Outcome, Sandbox, error_outcome
+from fsd_inference.local.lambda_zygote import Zygote
 
-HOOK_MODULE = "moto.awslambda.models"
-HOOK_CLASS = "LambdaFunction"
-HOOK_METHOD = "_invoke_lambda"
 CLOUDWATCH_LOG_BYTES = 256 * 1024
 IDLE_RETIRE_S = 600.0  # a sandbox idle this long is stopped (Lambda recycles them too)
 PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "SYSTEMROOT", "VIRTUAL_ENV")
@@ -99,11 +98,14 @@ class LambdaRuntime:
         self._busy: set[Sandbox] = set()
         self._lock = threading.Condition()
         self._code_lock = threading.Lock()
+        self._zygote_lock = threading.Lock()
+        self._zygotes: dict[FunctionSpec, Zygote] = {}
         self._hooks: list[InvokeHook] = []
         self._closed = False
         self._serial = 0
         self.invocations: Counter[str] = Counter()  # by function name
-        self.cold_starts: Counter[str] = Counter()
+        self.cold_starts: Counter[str] = Counter()  # sandboxes started
+        self.inits: Counter[str] = Counter()  # handler imports (one per fork server)
         self.timeouts: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ hooks
@@ -142,7 +144,7 @@ class LambdaRuntime:
                 return Outcome(json.dumps(injected), True, "fault injected by a test hook")
         try:
             sandbox = self._acquire(spec, function)
-        except LocalRuntimeError as exc:
+        except (LocalRuntimeError, OSError) as exc:  # stopped, or its folder went with it
             return error_outcome("Runtime.Unavailable", str(exc), request_id)
         outcome = sandbox.invoke(event, request_id)
         self._release(sandbox, outcome)
@@ -179,15 +181,32 @@ class LambdaRuntime:
             self._lock.notify_all()
 
     def _spawn(self, spec: FunctionSpec, function: Any) -> Sandbox:
-        code_dir = self._code_dir(spec, function)
+        """A new sandbox of the function (forked at its first invocation)."""
+        zygote = self._zygote(spec, function)
         with self._lock:
             self._serial += 1
             serial = self._serial
             self.cold_starts[spec.name] += 1
         home = self.root / "sandboxes" / f"{spec.name}-{serial}"
         (home / "tmp").mkdir(parents=True, exist_ok=True)
-        return Sandbox(spec, code_dir, self._environment(spec, code_dir, home / "tmp"),
-                       home / "log.txt")
+        return Sandbox(spec, zygote, {"TMPDIR": str(home / "tmp")}, home / "log.txt")
+
+    def _zygote(self, spec: FunctionSpec, function: Any) -> Zygote:
+        """The function configuration's fork server, started (init) on first need."""
+        code_dir = self._code_dir(spec, function)
+        with self._zygote_lock:
+            zygote = self._zygotes.get(spec)
+            if zygote is not None and zygote.alive:
+                return zygote
+            if self._closed:
+                raise LocalRuntimeError("the local Lambda runtime has stopped")
+            self.inits[spec.name] += 1
+            home = self.root / "init" / f"{spec.name}-{self.inits[spec.name]}"
+            (home / "tmp").mkdir(parents=True, exist_ok=True)
+            zygote = Zygote(spec.name, code_dir,
+                            self._environment(spec, code_dir, home / "tmp"), home / "log.txt")
+            self._zygotes[spec] = zygote  # a dead one it replaces has nothing left to stop
+        return zygote
 
     def _environment(self, spec: FunctionSpec, code_dir: Path, tmp: Path) -> dict[str, str]:
         environment = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
@@ -255,17 +274,10 @@ class LambdaRuntime:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def prewarm(self, function: Any, count: int) -> None:
-        """Start ``count`` more sandboxes of a moto function now, idle: their cold starts
-        (imports) run in the background and the first invocations find them warming."""
-        spec = FunctionSpec.of(function)
-        started = [self._spawn(spec, function) for _ in range(count)]
-        with self._lock:
-            if not self._closed:
-                self._idle.setdefault(spec, []).extend(started)
-                return
-        for sandbox in started:
-            sandbox.kill()
+    def prewarm(self, function: Any) -> None:
+        """Start the function's init (its fork server) now, in the background: the first
+        invocations find the handler imported and only fork."""
+        self._zygote(FunctionSpec.of(function), function)
 
     def active(self) -> int:
         """Invocations running right now."""
@@ -288,82 +300,10 @@ class LambdaRuntime:
             self._idle.clear()
         for sandbox in everyone:
             sandbox.kill()
+        with self._zygote_lock:
+            zygotes = list(self._zygotes.values())
+            self._zygotes.clear()
+        for zygote in zygotes:
+            zygote.close()
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
-
-
-# ----------------------------------------------------------------------------- the hook
-
-
-_ACTIVE: LambdaRuntime | None = None
-_ORIGINAL: Any = None
-_INSTALL_LOCK = threading.Lock()
-
-
-def hook_target() -> Any:
-    """moto's LambdaFunction, after checking that the hook point is where we expect it.
-
-    Fails loudly (LocalRuntimeError) if moto moved it: the method must exist with the
-    signature ``(self, event=None)`` and ``LambdaFunction.invoke`` must call it.
-    """
-    import importlib
-
-    module = importlib.import_module(HOOK_MODULE)
-    owner = getattr(module, HOOK_CLASS, None)
-    method = getattr(owner, HOOK_METHOD, None)
-    if owner is None or method is None:
-        raise LocalRuntimeError(f"moto has no {HOOK_MODULE}.{HOOK_CLASS}.{HOOK_METHOD}: the "
-                                f"local Lambda hook point moved (pin moto to 5.2.5)")
-    original = _ORIGINAL or method
-    parameters = list(inspect.signature(original).parameters)
-    invoke_source = inspect.getsource(owner.invoke)
-    if parameters != ["self", "event"] or f"self.{HOOK_METHOD}(event=" not in invoke_source:
-        raise LocalRuntimeError(f"moto's {HOOK_CLASS}.{HOOK_METHOD} changed (parameters "
-                                f"{parameters}): the local Lambda hook must be revisited")
-    return owner
-
-
-def _routed_invoke_lambda(self: Any, event: Any = None) -> tuple[str, bool, str]:
-    """Replaces moto's LambdaFunction._invoke_lambda (see install)."""
-    runtime = _ACTIVE
-    if runtime is None:
-        return error_outcome("Runtime.Unavailable", "no local Lambda runtime is running "
-                             "(fsd_inference.local.lambda_runtime)", "").as_tuple()
-    return runtime.invoke(self, event).as_tuple()
-
-
-def install(runtime: LambdaRuntime) -> None:
-    """Route every moto Lambda invocation in this process to ``runtime``."""
-    global _ACTIVE, _ORIGINAL
-    with _INSTALL_LOCK:
-        owner = hook_target()
-        if _ACTIVE is not None and _ACTIVE is not runtime:
-            raise LocalRuntimeError("another local Lambda runtime is already installed")
-        if _ORIGINAL is None:
-            _ORIGINAL = getattr(owner, HOOK_METHOD)
-            setattr(owner, HOOK_METHOD, _routed_invoke_lambda)
-        _ACTIVE = runtime
-
-
-def uninstall(runtime: LambdaRuntime) -> None:
-    """Restore moto's own method (if ``runtime`` is the one installed)."""
-    global _ACTIVE, _ORIGINAL
-    with _INSTALL_LOCK:
-        if _ACTIVE is not runtime:
-            return
-        _ACTIVE = None
-        if _ORIGINAL is not None:
-            setattr(hook_target(), HOOK_METHOD, _ORIGINAL)
-            _ORIGINAL = None
-
-
-@contextmanager
-def lambda_runtime(endpoint_url: str, root: Path | None = None) -> Iterator[LambdaRuntime]:
-    """A runtime installed into moto for the block; every sandbox is stopped after it."""
-    runtime = LambdaRuntime(endpoint_url, root)
-    install(runtime)
-    try:
-        yield runtime
-    finally:
-        uninstall(runtime)
-        runtime.close()

@@ -1,11 +1,11 @@
 """One local Lambda sandbox: a warm process that serves one function's invocations.
 
-The process runs lambda_child.py (the inside: imports the handler once, then answers
-one request at a time). This side starts it in the function's unzipped code folder
-with the function's environment, writes each request to its stdin, reads the answer
-from a pipe of its own (so the handler's prints cannot corrupt it), enforces the
-function's Timeout (the whole process group is killed; AWS's ``Sandbox.Timedout``), and
-returns the tail of what the invocation wrote to the sandbox's log file.
+The process is forked by the function's fork server (lambda_zygote.py; its inside is
+lambda_child.py), after the handler was imported there once, with this sandbox's own
+log file and /tmp. This side writes each request to a socket of its own (so the
+handler's prints cannot corrupt the answers), enforces the function's Timeout (the
+whole process group is killed; AWS's ``Sandbox.Timedout``), and returns the tail of
+what the invocation wrote to the sandbox's log file.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import json
 import os
 import selectors
 import signal
-import subprocess
-import sys
+import socket
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -24,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from fsd_inference.local import lambda_child
+from fsd_inference.local.lambda_zygote import Zygote, ZygoteError
 
 LOG_TAIL_BYTES = 4096  # Lambda's LogResult: the last 4 KB
 INIT_TIMEOUT_S = 120.0  # cold start (imports) on a busy machine; Lambda allows 10 s
-KILL_WAIT_S = 10.0
-_BOOTSTRAP = Path(lambda_child.__file__).read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -76,41 +74,44 @@ def error_outcome(error_type: str, message: str, request_id: str, logs: str = ""
 
 
 class Sandbox:
-    """One warm process serving one function, one invocation at a time."""
+    """One warm process serving one function, one invocation at a time.
 
-    def __init__(self, spec: FunctionSpec, code_dir: Path, environment: dict[str, str],
+    Forked by the function's :class:`Zygote` when it first serves (``start``), so a
+    sandbox that was never used costs nothing.
+    """
+
+    def __init__(self, spec: FunctionSpec, zygote: Zygote, environment: dict[str, str],
                  log_path: Path) -> None:
         self.spec = spec
+        self.zygote = zygote
+        self.environment = environment  # what differs from the zygote's (TMPDIR)
         self.log_path = log_path
         self.last_used = time.monotonic()
         self.invocations = 0
+        self.pid: int | None = None
+        self._channel: socket.socket | None = None
         self._buffer = b""
-        self._ready = False
-        read_fd, write_fd = os.pipe()
-        environment = {**environment, lambda_child.RESULT_FD_ENV: str(write_fd)}
-        with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", _BOOTSTRAP], stdin=subprocess.PIPE, stdout=log,
-                stderr=subprocess.STDOUT, cwd=code_dir, env=environment,
-                pass_fds=(write_fd,), start_new_session=True)
-        os.close(write_fd)
-        self._results = read_fd
+        self._killed = False
+        log_path.touch()
 
     @property
     def alive(self) -> bool:
-        return self.process.poll() is None
+        if self._killed:
+            return False
+        return self.pid is None or not self.zygote.exited(self.pid)
 
     def _read(self, deadline: float) -> dict[str, Any] | None:
         """The next message, None at the deadline; EOFError if the process ended."""
+        assert self._channel is not None
         with selectors.DefaultSelector() as selector:
-            selector.register(self._results, selectors.EVENT_READ)
+            selector.register(self._channel, selectors.EVENT_READ)
             while b"\n" not in self._buffer:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
                 if not selector.select(remaining):
                     continue
-                chunk = os.read(self._results, 1 << 16)
+                chunk = self._channel.recv(1 << 16)
                 if not chunk:
                     raise EOFError
                 self._buffer += chunk
@@ -119,41 +120,57 @@ class Sandbox:
         return message
 
     def start(self, request_id: str) -> Outcome | None:
-        """Wait for the cold start; an Outcome if it failed (the sandbox is then dead)."""
-        if self._ready:
+        """Fork the sandbox (after the function's init); an Outcome if that failed."""
+        if self.pid is not None:
             return None
+        deadline = time.monotonic() + INIT_TIMEOUT_S
         try:
-            message = self._read(time.monotonic() + INIT_TIMEOUT_S)
+            init_error = self.zygote.wait_ready(INIT_TIMEOUT_S)
+        except ZygoteError as exc:
+            self._killed = True
+            return error_outcome("Sandbox.Timedout", f"RequestId: {request_id} Error: {exc}",
+                                 request_id, self.zygote_log())
+        if init_error is not None:
+            self._killed = True
+            return Outcome(json.dumps({**init_error, "requestId": request_id}), True,
+                           self.zygote_log())
+        ours, theirs = socket.socketpair()
+        try:
+            with open(self.log_path, "ab") as log:
+                self.pid = self.zygote.spawn(self.environment, theirs, log.fileno(),
+                                             INIT_TIMEOUT_S)
+        except ZygoteError as exc:
+            ours.close()
+            self._killed = True
+            return error_outcome("Runtime.Unavailable", str(exc), request_id)
+        finally:
+            theirs.close()
+        self._channel = ours
+        try:
+            ready = self._read(deadline)
         except EOFError:
-            message = {"init_error": lambda_child.error_payload(
-                "Runtime.ExitError", f"RequestId: {request_id} Error: Runtime exited "
-                                     f"during init: exit status {self.process.wait()}")}
-        if message is None:
+            ready = None
+        if ready is None:
             self.kill()
-            return error_outcome("Sandbox.Timedout", f"RequestId: {request_id} Error: "
-                                 f"init did not finish within {INIT_TIMEOUT_S:g} s", request_id)
-        if "init_error" in message:
-            self.kill()
-            return Outcome(json.dumps({**message["init_error"], "requestId": request_id}),
-                           True, "")
-        self._ready = True
+            return error_outcome("Runtime.ExitError", f"RequestId: {request_id} Error: the "
+                                 f"sandbox did not start", request_id, self.log_tail(0))
         return None
 
     def invoke(self, event: Any, request_id: str) -> Outcome:
         started = self.log_size()
         failed = self.start(request_id)
         if failed is not None:
-            return Outcome(failed.payload, True, self.log_tail(started))
+            return failed
+        assert self._channel is not None and self.pid is not None
         self.invocations += 1
         request = {"event": event, "request_id": request_id, "timeout_s": self.spec.timeout_s}
         deadline = time.monotonic() + self.spec.timeout_s
         try:
-            assert self.process.stdin is not None
-            self.process.stdin.write((json.dumps(request) + "\n").encode())
-            self.process.stdin.flush()
+            self._channel.sendall((json.dumps(request) + "\n").encode())
             message = self._read(deadline)
-        except (EOFError, BrokenPipeError, OSError):
-            code = self.process.wait()
+        except (EOFError, OSError):
+            code = self.zygote.exit_status(self.pid)
+            self.kill()
             return error_outcome("Runtime.ExitError", f"RequestId: {request_id} Error: "
                                  f"Runtime exited with error: exit status {code}", request_id,
                                  self.log_tail(started))
@@ -170,33 +187,36 @@ class Sandbox:
             return Outcome(json.dumps(message["error"]), True, self.log_tail(started))
         return Outcome(str(message["result"]), False, self.log_tail(started))
 
+    def zygote_log(self) -> str:
+        """The tail of the function's init log (an init error's traceback)."""
+        return _tail(self.zygote.log_path, 0, LOG_TAIL_BYTES)
+
     def log_size(self) -> int:
         try:
             return self.log_path.stat().st_size
         except OSError:
             return 0
 
-    def log_text(self, offset: int, limit: int) -> str:
-        with suppress(OSError), open(self.log_path, "rb") as log:
-            size = log.seek(0, io.SEEK_END)
-            log.seek(max(offset, size - limit))
-            return log.read().decode("utf-8", "replace")
-        return ""
-
     def log_tail(self, offset: int) -> str:
-        return self.log_text(offset, LOG_TAIL_BYTES)
+        return _tail(self.log_path, offset, LOG_TAIL_BYTES)
 
     def kill(self) -> None:
         """Kill the process group (the handler's threads and any children too)."""
-        if self.alive:
+        self._killed = True
+        if self.pid is not None and not self.zygote.exited(self.pid):
             with suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-        with suppress(subprocess.TimeoutExpired):
-            self.process.wait(KILL_WAIT_S)
-        for stream in (self.process.stdin,):
+                os.killpg(self.pid, signal.SIGKILL)
+            self.zygote.exit_status(self.pid)
+        if self._channel is not None:
             with suppress(OSError):
-                if stream is not None:
-                    stream.close()
-        with suppress(OSError):
-            os.close(self._results)
-        self._results = -1
+                self._channel.close()
+            self._channel = None
+
+
+def _tail(path: Path, offset: int, limit: int) -> str:
+    """What a log file holds from ``offset`` on, at most its last ``limit`` bytes."""
+    with suppress(OSError), open(path, "rb") as log:
+        size = log.seek(0, io.SEEK_END)
+        log.seek(max(offset, size - limit))
+        return log.read().decode("utf-8", "replace")
+    return ""

@@ -29,10 +29,12 @@ from fsd_inference.config import (
     ENV_ENDPOINT,
     AwsConfig,
 )
+from fsd_inference.exceptions import ConfigError
 
 PINNED_MOTO = "5.2.5"
 LOCAL_BUCKET = "fsd-local"
 LOOPBACK = "127.0.0.1"
+ANY_ADDRESS = ("0.0.0.0", "::", "")
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 QUIET_LOGGERS = {"moto": logging.WARNING, "werkzeug": logging.ERROR,
                  "moto.stepfunctions.parser": logging.CRITICAL}
@@ -86,19 +88,40 @@ def speed_up_moto() -> bool:
     return True
 
 
-@contextmanager
-def local_aws(region: str = DEFAULT_REGION, bucket: str = LOCAL_BUCKET,
-              port: int = 0) -> Iterator[AwsConfig]:
-    """Run an embedded moto server for the block; yields where it is, as an AwsConfig."""
+def endpoint_for(host: str, port: int) -> str:
+    """The URL clients on this machine use for a server listening on ``host``."""
+    reachable = LOOPBACK if host in ANY_ADDRESS else host
+    return f"http://{reachable}:{port}"
+
+
+def _serve(host: str, port: int) -> Any:
+    """moto's ThreadedMotoServer, started; a clear error if the port is taken."""
     from moto.server import ThreadedMotoServer
 
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    try:
+        server.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose "
+                          f"another port, or 0 for any free one)") from exc
+    return server
+
+
+@contextmanager
+def local_aws(region: str = DEFAULT_REGION, bucket: str | None = LOCAL_BUCKET,
+              port: int = 0, host: str = LOOPBACK) -> Iterator[AwsConfig]:
+    """Run an embedded moto server for the block; yields where it is, as an AwsConfig.
+
+    ``bucket``: a scratch bucket to create and name in FSD_BUCKET (None: none, as when a
+    deployed stack brings its own). ``host``: the address to listen on (loopback unless
+    containers must reach it: ``0.0.0.0``).
+    """
     quiet_moto()
     speed_up_moto()
-    server = ThreadedMotoServer(ip_address=LOOPBACK, port=port, verbose=False)
-    server.start()
+    server = _serve(host, port)
     try:
         _, bound = server.get_host_and_port()
-        endpoint = f"http://{LOOPBACK}:{bound}"
+        endpoint = endpoint_for(host, bound)
         environment: dict[str, str | None] = {
             ENV_ENDPOINT: endpoint,
             ENV_DEFAULT_REGION: region,
@@ -112,7 +135,8 @@ def local_aws(region: str = DEFAULT_REGION, bucket: str = LOCAL_BUCKET,
         }
         with patched_environ(environment):
             config = AwsConfig(endpoint_url=endpoint, region=region, bucket=bucket)
-            create_bucket(config, bucket)
+            if bucket is not None:
+                create_bucket(config, bucket)
             yield config
     finally:
         server.stop()

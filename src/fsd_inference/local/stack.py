@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fsd_inference.cloud.stack import StackOutputs, cloudformation_client, stack_outputs
-from fsd_inference.config import AwsConfig
+from fsd_inference.config import DEFAULT_REGION, ENV_DEFAULT_REGION, AwsConfig
 from fsd_inference.exceptions import ConfigError, FsdError
-from fsd_inference.local.server import create_bucket
+from fsd_inference.local.server import create_bucket, patched_environ
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -127,14 +127,17 @@ class _NoManagedPolicies:
                           "deployment cannot look those up")
 
 
-def translate(template: dict[str, Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """SAM -> CloudFormation with aws-sam-translator (what CloudFormation's transform does)."""
+def translate(template: dict[str, Any], parameters: Mapping[str, Any],
+              region: str = DEFAULT_REGION) -> dict[str, Any]:
+    """SAM -> CloudFormation with aws-sam-translator (what CloudFormation's transform
+    does), in ``region`` (the translator reads it from boto3's default session)."""
     from samtranslator.model.exceptions import InvalidDocumentException
     from samtranslator.translator.transform import transform
 
     try:
-        translated: dict[str, Any] = transform(template, dict(parameters),
-                                               _NoManagedPolicies())
+        with patched_environ({ENV_DEFAULT_REGION: region, "AWS_REGION": region}):
+            translated: dict[str, Any] = transform(template, dict(parameters),
+                                                   _NoManagedPolicies())
     except InvalidDocumentException as exc:
         causes = "; ".join(str(cause) for cause in exc.causes)
         raise DeployError(f"{TEMPLATE_NAME} does not transform: {causes}") from exc
@@ -166,9 +169,24 @@ def _failure(cfn: Any, stack_name: str, status: str, reason: str) -> DeployError
     return DeployError(f"stack {stack_name}: {status}: {details}")
 
 
+def name_bucket(template: dict[str, Any], bucket_name: str) -> None:
+    """Give the template's one bucket a fixed name (CloudFormation would generate one)."""
+    buckets = [r for r in template.get("Resources", {}).values()
+               if r.get("Type") == "AWS::S3::Bucket"]
+    if len(buckets) != 1:
+        raise DeployError(f"cannot name the bucket {bucket_name}: the template has "
+                          f"{len(buckets)} buckets, not one")
+    buckets[0].setdefault("Properties", {})["BucketName"] = bucket_name
+
+
 def deploy_stack(stack_name: str, aws: AwsConfig, parameters: Mapping[str, Any] | None = None,
-                 root: Path = REPOSITORY, timeout_s: float = DEPLOY_TIMEOUT_S) -> Deployed:
-    """Package, transform and create ``stack_name``; returns its outputs."""
+                 root: Path = REPOSITORY, timeout_s: float = DEPLOY_TIMEOUT_S,
+                 bucket_name: str | None = None) -> Deployed:
+    """Package, transform and create ``stack_name``; returns its outputs.
+
+    ``bucket_name`` names the stack's bucket (``fsd emulator`` does, so that the sample
+    events in events/ name the right one); by default CloudFormation's rule applies.
+    """
     from fsd_inference.aws import s3_client
 
     started = time.perf_counter()
@@ -177,7 +195,9 @@ def deploy_stack(stack_name: str, aws: AwsConfig, parameters: Mapping[str, Any] 
     s3 = s3_client(aws)
     create_bucket(aws, ARTIFACTS_BUCKET)
     package(template, root, s3, ARTIFACTS_BUCKET, f"{stack_name}/")
-    translated = translate(template, parameters or {})
+    translated = translate(template, parameters or {}, aws.region)
+    if bucket_name is not None:
+        name_bucket(translated, bucket_name)
     cfn = cloudformation_client(aws)
     cfn.create_stack(
         StackName=stack_name, TemplateBody=json.dumps(translated),

@@ -1,6 +1,6 @@
 """moto's Step Functions made to run this application's state machine (moto 5.2.5 only).
 
-Three local changes, each checked against the pinned moto (``check_hook_points``, and a
+Four local changes, each checked against the pinned moto (``check_hook_points``, and a
 test that fails loudly if one moved):
 
 1. Executing backend. moto only interprets ASL when ``execute_state_machine`` is on
@@ -12,12 +12,13 @@ test that fails loudly if one moved):
    ``DefinitionS3Location``) becomes an empty machine. :func:`patch_cloudformation`
    makes CloudFormation read the definition (string, object or S3 location), apply
    the substitutions, and create (and delete) the machine in the executing backend.
-3. ``States.*`` errors out of Map iterations. moto wraps an iteration's error name in
-   ``CustomErrorName``, which refuses names starting with ``States.``, so an iteration
-   failing with ``States.Timeout`` (a Task's TimeoutSeconds) or
-   ``States.DataLimitExceeded`` fails the whole Map with ``States.Runtime`` and a Catch
-   or Retry for the real name never matches. :func:`patch_map_iteration_errors` names
-   such errors as the interpreter names them everywhere else (``StatesErrorName``).
+3. Executions as on AWS (local.execution_fixes): ``States.*`` error names that come from
+   data reach Retry, Catch and the execution's error; an execution started without a
+   name gets a UUID; a stopped execution is ABORTED at once and stays so.
+4. Distributed Maps: moto runs their items inline and ignores failures;
+   local.distributed_map runs each item as a child execution (local.map_run,
+   local.child_executions) with AWS's concurrency, output and tolerated-failure
+   semantics. :func:`prepare` installs it.
 
 And one grammar gap: moto's ASL parser accepts ``ToleratedFailurePercentage`` only as
 a decimal (``0.0``), not as the integer ``0`` that AWS accepts, so definitions created
@@ -27,8 +28,6 @@ written as decimals) before moto parses them.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import threading
 from collections.abc import Iterator
@@ -37,9 +36,6 @@ from typing import Any
 
 from fsd_inference.local.lambda_runtime import LocalRuntimeError
 
-ITERATION_MODULE = ("moto.stepfunctions.parser.asl.component.state.exec.state_map."
-                    "iteration.iteration_worker")
-ERROR_NAME_MODULE = "moto.stepfunctions.parser.asl.component.common.error_name"
 _PATCH_LOCK = threading.Lock()
 _ORIGINALS: dict[str, Any] = {}
 
@@ -154,47 +150,6 @@ def patch_cloudformation() -> None:
                 classmethod(_delete_state_machine))
 
 
-# ----------------------------------------------------------------------------- 3. Map errors
-
-
-def _iteration_error_name(error_name: str | None) -> Any:
-    """The error name of a failed Map iteration, ``States.*`` names included."""
-    custom = importlib.import_module(f"{ERROR_NAME_MODULE}.custom_error_name")
-    states = importlib.import_module(f"{ERROR_NAME_MODULE}.states_error_name")
-    base = importlib.import_module(f"{ERROR_NAME_MODULE}.error_name")
-    if error_name is not None and error_name.startswith(custom.ILLEGAL_CUSTOM_ERROR_PREFIX):
-        try:
-            return states.StatesErrorName.from_name(error_name)
-        except ValueError:  # a States.* name the interpreter does not know: keep it
-            return base.ErrorName(error_name)
-    return custom.CustomErrorName(error_name)
-
-
-def patch_map_iteration_errors() -> None:
-    """An iteration's ``States.*`` error reaches the Map's Retry and Catch (idempotent)."""
-    module = importlib.import_module(ITERATION_MODULE)
-    with _PATCH_LOCK:
-        if "iteration_error_name" in _ORIGINALS:
-            return
-        _ORIGINALS["iteration_error_name"] = getattr(module, "CustomErrorName")  # noqa: B009
-        setattr(module, "CustomErrorName", _iteration_error_name)  # noqa: B010
-
-
-@contextmanager
-def unpatched_map_iteration_errors() -> Iterator[None]:
-    """moto's own behaviour for the block (tests show the bug is still there)."""
-    module = importlib.import_module(ITERATION_MODULE)
-    with _PATCH_LOCK:
-        current = getattr(module, "CustomErrorName")  # noqa: B009
-        setattr(module, "CustomErrorName",  # noqa: B010
-                _ORIGINALS.get("iteration_error_name", current))
-    try:
-        yield
-    finally:
-        with _PATCH_LOCK:
-            setattr(module, "CustomErrorName", current)  # noqa: B010
-
-
 # ----------------------------------------------------------------------------- checks
 
 
@@ -210,19 +165,19 @@ def check_hook_points() -> None:
         method = _ORIGINALS.get("cfn_" + name.split("_")[0]) or StateMachine.__dict__.get(name)
         if not isinstance(method, classmethod):
             problems.append(f"StateMachine.{name} is not a classmethod")
-    module = importlib.import_module(ITERATION_MODULE)
-    source = inspect.getsource(module.IterationWorker._eval_job)
-    if "CustomErrorName(error_name=error_name)" not in source:
-        problems.append("IterationWorker._eval_job no longer names errors with "
-                        "CustomErrorName(error_name=error_name)")
-    if not hasattr(module, "CustomErrorName"):
-        problems.append(f"{ITERATION_MODULE} no longer imports CustomErrorName")
     if problems:
         raise LocalRuntimeError("moto's Step Functions internals moved: " + "; ".join(problems))
 
 
 def prepare() -> None:
-    """Check and apply the patches (idempotent)."""
+    """Check and apply the patches (idempotent), the Distributed Map's included."""
+    from fsd_inference.local import child_executions, distributed_map, execution_fixes
+
     check_hook_points()
+    execution_fixes.check_hook_points()
+    child_executions.check_hook_points()
+    distributed_map.check_hook_points()
     patch_cloudformation()
-    patch_map_iteration_errors()
+    execution_fixes.patch()
+    child_executions.install()
+    distributed_map.patch()
