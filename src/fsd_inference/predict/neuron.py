@@ -136,7 +136,7 @@ def build_graph(counts: Counts, wires: list[LayerWire], wire: Wire, model: Servi
     cpu = cpu_factor(model, deployment.memory_mb)
     queue = np.full(tasks, 1.0 if deployment.channel == "queue" else 0.0)
     shard_miss = model.value("lambda.shard_cache_miss")
-    invoke = _invoke(deployment)
+    invoke = invoke_latency(deployment.map_mode)
     steps: list[Step] = []
     for block, (first, last) in enumerate(deployment.blocks(counts.depth)):
         for s in range(first, last + 1):
@@ -158,21 +158,24 @@ def build_graph(counts: Counts, wires: list[LayerWire], wire: Wire, model: Servi
     launch = Work(load.seconds, (("stepfunctions.block_overhead", np.ones(tasks)),
                                  (invoke, np.ones(tasks)),
                                  ("lambda.cold_start", np.ones(tasks)), *load.calls), load.bytes)
-    if deployment.channel == "queue":
+    return TaskGraph(tasks, tuple(steps), receiver_for(deployment.channel, model, cpu),
+                     SEND_THREADS, model.value("network.connection_bytes_per_s"), launch,
+                     before, after, {"strategy": "neuron", "channel": deployment.channel})
+
+
+def receiver_for(channel: str, model: ServiceModel, cpu: float) -> Receiver:
+    """How a worker collects its messages on ``channel`` (its receive loop)."""
+    if channel == "queue":
         apis = ("sqs.receive", "sqs.delete")  # the delete runs on a sender thread, same CPU
-        receiver = Receiver("longpoll", ("sqs.receive",), int(model.value("sqs.receive_batch")),
-                            RECEIVE_WAIT_S,
-                            call_cpu=float(sum(model.client_cpu(a) for a in apis)) * cpu)
-    else:
-        receiver = Receiver("backoff", ("s3.get",), FETCH_THREADS, RECEIVE_WAIT_S,
-                            {"first_s": POLL_FIRST_S, "max_s": POLL_MAX_S},
-                            call_cpu=float(model.client_cpu("s3.get")) * cpu)
-    return TaskGraph(tasks, tuple(steps), receiver, SEND_THREADS,
-                     model.value("network.connection_bytes_per_s"), launch, before, after,
-                     {"strategy": "neuron", "channel": deployment.channel})
+        return Receiver("longpoll", ("sqs.receive",), int(model.value("sqs.receive_batch")),
+                        RECEIVE_WAIT_S,
+                        call_cpu=float(sum(model.client_cpu(a) for a in apis)) * cpu)
+    return Receiver("backoff", ("s3.get",), FETCH_THREADS, RECEIVE_WAIT_S,
+                    {"first_s": POLL_FIRST_S, "max_s": POLL_MAX_S},
+                    call_cpu=float(model.client_cpu("s3.get")) * cpu)
 
 
-def _invoke(deployment: Deployment) -> str:
+def invoke_latency(mode: MapMode) -> str:
     """Starting one Map iteration: inline Map task, or a Distributed Map child execution."""
-    return ("stepfunctions.distributed_child" if deployment.map_mode == "distributed"
+    return ("stepfunctions.distributed_child" if mode == "distributed"
             else "stepfunctions.lambda_task")
