@@ -11,12 +11,14 @@ from fsd_inference.cli import arguments
 from fsd_inference.cli.common import (
     Subparsers,
     add_command,
+    add_strategy_options,
     compute_options,
     json_options,
     model_options,
     say,
     write_json,
 )
+from fsd_inference.cli.predict_shape import predict_strategy
 from fsd_inference.cloud.settings import ARCHITECTURES, DEFAULT_ARCH, DEFAULT_WORKER_MEMORY_MB
 from fsd_inference.cost import price_regions
 from fsd_inference.model.load import load_model
@@ -45,6 +47,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from fsd_inference.analysis.plot import require_matplotlib
 
         require_matplotlib()
+    if args.strategy != "neuron":
+        return predict_strategy(args)
     options = _options(args)
     model = load_service_model(args.service)
     started = time.perf_counter()
@@ -125,7 +129,11 @@ def register(sub: Subparsers) -> None:
                   "fsd predict --model n1024.fsdm --input mnist.tsv.gz --workers 20 "
                   "--plot timeline.png",
                   "fsd predict --model n1024.fsdm --input mnist.tsv.gz --workers 8 "
-                  "--service emulator"],
+                  "--service emulator",
+                  "fsd predict --model n1024.fsdm --input mnist.tsv.gz --workers 4 "
+                  "--strategy pipeline --memory 1024",
+                  "fsd predict --model n1024.fsdm --input mnist.tsv.gz --workers 8 "
+                  "--strategy hybrid --groups 4 --stages 2"],
         parents=[model_options(), compute_options(),
                  json_options("the prediction (fsd infer --metrics' document plus "
                               "'predicted')")])
@@ -163,6 +171,7 @@ def register(sub: Subparsers) -> None:
     pre.add_argument("--fresh-partition", action="store_true",
                      help="count the partitioning in the Plan step (default: the bucket "
                           "already holds it)")
+    add_strategy_options(pre, "neuron")
     pre.add_argument("--plot", metavar="PNG",
                      help="write a per-worker timeline PNG here (needs matplotlib: the "
                           "'plot' extra)")

@@ -1,9 +1,9 @@
 """The plans the planner considers: strategies x sizes x memory, within Lambda's limits.
 
 - ``data``: P row groups, P in 1, 2, 4, ... (every task holds the whole model);
-- ``pipeline``: S stages of consecutive layers, S in 2, 4, 8, ... (4 micro-batches per
+- ``pipeline``: S stages of consecutive layers, S in 2, 4, 8, 16 (4 micro-batches per
   stage, compile_shape's default);
-- ``hybrid``: G row groups x S stages (one part each), G and S in 2, 4, 8, ...;
+- ``hybrid``: G row groups x S stages (one part each), G in 2, 4, 8, ... and S as above;
 - ``neuron``: P workers exchanging every layer, P in 8, 16, 32, ... (the published
   design; its prediction partitions and counts every block, so it is the slow one).
 
@@ -26,6 +26,10 @@ MAX_LAMBDA_MB = 10_240
 FULL_VCPU_MB = 1769
 MEMORY_STEPS = (512, 1024, FULL_VCPU_MB)
 NEURON_MIN_WORKERS = 8
+# More stages than this buy little: each boundary costs every micro-batch a message and
+# the pipeline fills and drains over S - 1 steps, while 16 stages already cut a model
+# 16-fold (65536 x 120: about 190 MB per stage).
+MAX_STAGES = 16
 # Lambda's 15-minute limit, with room for the tails the mean does not show: a plan whose
 # predicted invocation (mean over draws) is longer is cut into more blocks, or refused.
 INVOCATION_LIMIT_S = 900.0
@@ -72,12 +76,12 @@ def enumerate_candidates(depth: int, batch: int, max_workers: int,
     found: list[Candidate] = []
     if "data" in strategies:
         found += [Candidate("data", p) for p in powers(1, min(max_workers, batch))]
+    stages = powers(2, min(max_workers, depth, MAX_STAGES))
     if "pipeline" in strategies:
-        found += [Candidate("pipeline", s, stages=s) for s in powers(2, min(max_workers, depth))]
+        found += [Candidate("pipeline", s, stages=s) for s in stages]
     if "hybrid" in strategies:
         found += [Candidate("hybrid", g * s, stages=s, groups=g)
-                  for g in powers(2, max_workers) for s in powers(2, min(max_workers, depth))
-                  if g * s <= max_workers]
+                  for g in powers(2, max_workers) for s in stages if g * s <= max_workers]
     if "neuron" in strategies:
         found += [Candidate("neuron", p) for p in powers(NEURON_MIN_WORKERS, max_workers)]
     usable = []

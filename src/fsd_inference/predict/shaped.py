@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -74,9 +75,17 @@ class Layout:
         return task % self.stages
 
     def microbatches(self, task: int) -> list[tuple[int, int]]:
-        a, b = self.rows(task)
-        bounds = a + self.shape.microbatch_bounds(b - a)
-        return [(int(x), int(y)) for x, y in itertools.pairwise(bounds)]
+        return self._microbatches[task // self.stages]
+
+    @cached_property
+    def _microbatches(self) -> list[list[tuple[int, int]]]:
+        """Absolute row ranges of every group's micro-batches."""
+        out = []
+        for group in range(self.shape.groups):
+            a, b = self.shape.group_rows(group, self.batch)
+            bounds = a + self.shape.microbatch_bounds(b - a)
+            out.append([(int(x), int(y)) for x, y in itertools.pairwise(bounds)])
+        return out
 
     def blocks(self) -> list[tuple[int, int]]:
         """1-based ``(first, last)`` layers of every block (one block with stages)."""

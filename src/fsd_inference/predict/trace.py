@@ -19,9 +19,10 @@ for dozens):
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,6 +36,7 @@ from fsd_inference.strategy.owners import sub_network
 # (boundary layer b, first row, end row): the block a stage ending at b sends for rows
 # first..end-1 (a micro-batch of a row group)
 BlockKey = tuple[int, int, int]
+DECODE_SAMPLE = 8  # decode one block in this many to measure decoding (as counts.py)
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class Encoded:
     last_frame: int
     rows: int  # nonzero rows it carries
     encode_s: float  # CPU seconds here to slice and encode it
-    decode_s: float  # CPU seconds here to decode it
+    decode_s: float  # CPU seconds here to decode it (measured on a sample)
 
 
 @dataclass
@@ -63,14 +65,20 @@ class Trace:
     categories: int
     seconds: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # work[k, r]: kernel seconds of layers 1..k on rows 0..r-1 (each layer's seconds
+        # shared by the rows' multiply-adds), so any (layers, rows) block is 4 lookups
+        total = self.row_flops.sum(axis=1)
+        rate = np.divide(self.kernel_s, total, out=np.zeros_like(total), where=total > 0)
+        rows = np.zeros((self.depth + 1, self.batch + 1))
+        rows[1:, 1:] = np.cumsum(self.row_flops * rate[:, None], axis=1)
+        self._work = np.cumsum(rows, axis=0)
+
     def compute_s(self, first: int, last: int, rows: tuple[int, int]) -> float:
         """CPU seconds here for layers ``first..last`` (1-based) on rows ``a..b-1``."""
         a, b = rows
-        layers = slice(first - 1, last)
-        total = self.row_flops[layers].sum(axis=1)
-        share = np.divide(self.row_flops[layers, a:b].sum(axis=1), total,
-                          out=np.zeros_like(total), where=total > 0)
-        return float((share * self.kernel_s[layers]).sum())
+        w = self._work
+        return float(w[last, b] - w[first - 1, b] - w[last, a] + w[first - 1, a])
 
     def nnz(self, layer: int, rows: tuple[int, int]) -> int:
         """Nonzeros of ``Y_layer`` (0: the input) on rows ``a..b-1``."""
@@ -88,19 +96,31 @@ def boundary_columns(network: NetworkSource, layer: int) -> np.ndarray:
     return np.asarray(shards[0].send.get(1, np.zeros(0, dtype=np.int64)))
 
 
-def _encode(y: sp.csr_matrix, columns: np.ndarray, key: BlockKey, execution: str,
-            chunk_limit: int) -> Encoded:
+def _encode(y: sp.csr_matrix, key: BlockKey, execution: str, chunk_limit: int,
+            decode: bool) -> Encoded:
+    """``y``: the boundary's columns of Y_b, all rows."""
     layer, first, end = key
     tick = time.process_time()
-    block = Block.from_columns(sp.csr_matrix(y[first:end])[:, columns])
+    block = Block.from_columns(y[first:end])
     body = encode_body(block)
     frames = encode_frames(execution, layer + 1, 0, 1, body, chunk_limit)
     encode_s = time.process_time() - tick
-    tick = time.process_time()
-    decode_body(body)
-    decode_s = time.process_time() - tick
+    decode_s = math.nan
+    if decode:
+        tick = time.process_time()
+        decode_body(body)
+        decode_s = time.process_time() - tick
     return Encoded(len(frames), sum(len(f) for f in frames), len(frames[-1]),
                    int(block.rows.size), encode_s, decode_s)
+
+
+def _with_decoding(blocks: dict[BlockKey, Encoded]) -> dict[BlockKey, Encoded]:
+    """Decoding time of the blocks not timed, at the sample's seconds per byte."""
+    timed = [b for b in blocks.values() if not math.isnan(b.decode_s)]
+    size = sum(b.frame_bytes for b in timed)
+    per_byte = sum(b.decode_s for b in timed) / size if size else 0.0
+    return {key: b if not math.isnan(b.decode_s) else replace(
+        b, decode_s=b.frame_bytes * per_byte) for key, b in blocks.items()}
 
 
 def trace_run(network: NetworkSource, inputs: sp.csr_matrix, dtype: str,
@@ -122,9 +142,10 @@ def trace_run(network: NetworkSource, inputs: sp.csr_matrix, dtype: str,
     for k in range(1, depth + 1):
         row_nnz[k - 1] = np.diff(y.indptr)
         if k - 1 in by_layer:
-            columns = boundary_columns(network, k - 1)
+            sent = sp.csr_matrix(y[:, boundary_columns(network, k - 1)])
             for key in by_layer[k - 1]:
-                blocks[key] = _encode(y, columns, key, execution, chunk_limit)
+                blocks[key] = _encode(sent, key, execution, chunk_limit,
+                                      len(blocks) % DECODE_SAMPLE == 0)
         w = network.layer(k, dtype)
         edges[k - 1] = w.nnz
         fan_out = np.diff(sp.csr_matrix(w).indptr).astype(np.float64)
@@ -138,4 +159,4 @@ def trace_run(network: NetworkSource, inputs: sp.csr_matrix, dtype: str,
     row_nnz[depth] = np.diff(y.indptr)
     categories = int(np.count_nonzero(np.asarray(y.sum(axis=1)).ravel()))
     return Trace(network.neurons, depth, batch, dtype, edges, kernel_s, row_flops, row_nnz,
-                 blocks, categories, {"trace_s": time.perf_counter() - started})
+                 _with_decoding(blocks), categories, {"trace_s": time.perf_counter() - started})
