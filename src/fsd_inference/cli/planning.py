@@ -25,6 +25,7 @@ from fsd_inference.model.load import load_model
 from fsd_inference.model.tsv import read_input
 from fsd_inference.planner import OBJECTIVES, Constraints, PlanResult, Settings, plan_job
 from fsd_inference.planner.candidates import MAX_LAMBDA_MB, MIN_LAMBDA_MB
+from fsd_inference.planner.plan import DEFAULT_STRATEGIES
 from fsd_inference.planner.report import plan_document, table_lines
 from fsd_inference.predict.params import PROFILES, load_service_model
 from fsd_inference.strategy import STRATEGIES
@@ -56,9 +57,11 @@ def add_planner_options(parser: Container) -> None:
                              "that fits and the steps up to one vCPU, 1,769 MB)")
     parser.add_argument("--channel", choices=sorted(AWS_TRANSPORTS), default="queue",
                         help="channel between tasks that exchange (default queue)")
-    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES),
-                        help="strategies to consider (default all; neuron plans partition "
-                             "and count every block, the slow part at large sizes)")
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES,
+                        default=list(DEFAULT_STRATEGIES),
+                        help="strategies to consider (default data pipeline hybrid, and "
+                             "neuron when none of those fits: a neuron plan's prediction "
+                             "partitions and counts every block, minutes per plan)")
     parser.add_argument("--arch", default=DEFAULT_ARCH, choices=ARCHITECTURES,
                         help=f"Lambda architecture, for prices (default {DEFAULT_ARCH})")
     parser.add_argument("--region", choices=price_regions(), default=None,
@@ -73,13 +76,15 @@ def add_planner_options(parser: Container) -> None:
 def run_planner(model_path: str, input_path: str, *, objective: str = "cost",
                 deadline: float | None = None, budget: float | None = None,
                 max_workers: int | None = None, memory: int | None = None,
-                channel: str = "queue", strategies: tuple[str, ...] = STRATEGIES,
+                channel: str = "queue", strategies: tuple[str, ...] = DEFAULT_STRATEGIES,
                 arch: str = DEFAULT_ARCH, region: str | None = None, draws: int = RANK_DRAWS,
                 service: str = "aws", dtype: str = "float64", bias: float | None = None,
-                partition: str = "hypergraph", seed: int = 0
+                partition: str = "hypergraph", seed: int = 0, rows: int | None = None
                 ) -> tuple[PlanResult, dict[str, Any]]:
     network = load_model(model_path, bias=bias)
     inputs = read_input(input_path, neurons=network.neurons, dtype=dtype)
+    if rows is not None:  # fsd run --rows: the job is its first rows
+        inputs = inputs[:rows]
     settings = Settings(channel=channel, memory_mb=memory, arch=arch, region=region,
                         dtype=dtype, partition=partition, seed=seed, draws=draws)
     limit = max_workers or CloudSettings().max_workers
@@ -120,7 +125,8 @@ def resolve_auto(args: argparse.Namespace, channel: str) -> None:
     result, _ = run_planner(
         str(args.model), str(args.input), max_workers=args.workers,
         channel=channel if channel in AWS_TRANSPORTS else "queue",
-        dtype=args.dtype, bias=args.bias, partition=args.partition, seed=args.seed)
+        dtype=args.dtype, bias=args.bias, partition=args.partition, seed=args.seed,
+        rows=getattr(args, "rows", None))
     chosen = result.chosen
     options = chosen.options()
     args.strategy, args.workers = options["strategy"], options["workers"]

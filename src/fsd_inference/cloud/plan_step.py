@@ -79,7 +79,7 @@ from fsd_inference.partition import PARTITIONERS
 from fsd_inference.partition.cache import cache_path, ownership
 from fsd_inference.partition.plan import CommPlan, write_shards
 from fsd_inference.storage import Storage, storage_for
-from fsd_inference.strategy import STRATEGIES, Shape, compile_shape, shape_owners
+from fsd_inference.strategy import AUTO, STRATEGIES, Shape, compile_shape, shape_owners
 
 DEFAULT_RECEIVE_TIMEOUT_S = 120.0
 UPLOAD_THREADS = 8
@@ -169,6 +169,10 @@ def parse_request(data: Any, settings: CloudSettings,
         raise RequestError("channel", f"{channel!r} cannot connect these tasks; choose "
                                       f"one of {', '.join(sorted(channels))}")
     strategy = spec.strategy or DEFAULT_STRATEGY
+    if strategy == AUTO:  # a reference pass and dozens of predictions: not in this step
+        raise RequestError("strategy", "auto is resolved before the execution starts (fsd "
+                                       "run --strategy auto, or fsd plan --objective cost "
+                                       "prints the options): name a strategy here")
     if strategy not in STRATEGIES:
         raise RequestError("strategy", f"unknown strategy {strategy!r}; choose one of "
                                        f"{', '.join(STRATEGIES)}")
