@@ -79,8 +79,8 @@ def run_planner(model_path: str, input_path: str, *, objective: str = "cost",
                 channel: str = "queue", strategies: tuple[str, ...] = DEFAULT_STRATEGIES,
                 arch: str = DEFAULT_ARCH, region: str | None = None, draws: int = RANK_DRAWS,
                 service: str = "aws", dtype: str = "float64", bias: float | None = None,
-                partition: str = "hypergraph", seed: int = 0, rows: int | None = None
-                ) -> tuple[PlanResult, dict[str, Any]]:
+                partition: str = "hypergraph", seed: int = 0, rows: int | None = None,
+                quiet: bool = False) -> tuple[PlanResult, dict[str, Any]]:
     network = load_model(model_path, bias=bias)
     inputs = read_input(input_path, neurons=network.neurons, dtype=dtype)
     if rows is not None:  # fsd run --rows: the job is its first rows
@@ -88,8 +88,10 @@ def run_planner(model_path: str, input_path: str, *, objective: str = "cost",
     settings = Settings(channel=channel, memory_mb=memory, arch=arch, region=region,
                         dtype=dtype, partition=partition, seed=seed, draws=draws)
     limit = max_workers or CloudSettings().max_workers
-    say(f"planning {network.neurons} x {network.depth}, {inputs.shape[0]:,} inputs, at most "
-        f"{limit} tasks, objective {objective}: one reference pass, then every candidate")
+    if not quiet:
+        say(f"planning {network.neurons} x {network.depth}, {inputs.shape[0]:,} inputs, at most "
+            f"{limit} tasks, objective {objective}: one reference pass, then every "
+            f"candidate")
     result = plan_job(network, inputs, Constraints(objective, deadline, budget), settings,
                       load_service_model(service), limit, tuple(strategies))
     described = {"path": str(model_path), "neurons": network.neurons, "layers": network.depth,
@@ -106,7 +108,7 @@ def cmd_planner(args: argparse.Namespace) -> int:
         budget=args.budget, max_workers=args.max_workers, memory=args.memory,
         channel=args.channel, strategies=tuple(args.strategies), arch=args.arch,
         region=args.region, draws=args.draws, service=args.service, dtype=args.dtype,
-        bias=args.bias, partition=args.partition, seed=args.seed)
+        bias=args.bias, partition=args.partition, seed=args.seed, quiet=args.quiet)
     for line in table_lines(result):
         print(line)
     print(f"planned in {time.perf_counter() - started:.1f} s")

@@ -98,8 +98,10 @@ def why(chosen: Evaluated, ranked: list[Evaluated], constraints: Constraints,
         reason = (f"no exchange at all: each task holds the whole {model_mb:,.0f} MB model "
                   f"and 1/{c.workers} of the rows")
     elif c.strategy == "pipeline":
+        crossings = len(shape.stages) - 1
         reason = (f"each stage holds 1/{len(shape.stages)} of the model and messages cross "
-                  f"only {len(shape.stages) - 1} stage boundaries per micro-batch")
+                  f"only {crossings} stage {'boundary' if crossings == 1 else 'boundaries'} "
+                  f"per micro-batch")
     elif c.strategy == "hybrid":
         reason = (f"{shape.groups} row groups share nothing and each is a "
                   f"{len(shape.stages)}-stage pipeline")

@@ -99,7 +99,7 @@ def evaluate_shaped(trace: Trace, candidate: Candidate, shape: Shape, settings: 
     if not sizes:
         limit = settings.memory_mb or 10_240
         return [_refused(candidate, shape, needed,
-                         f"a task needs about {needed:,.0f} MB, the function has "
+                         f"a task needs about {math.ceil(needed):,} MB, the function has "
                          f"{limit:,} MB: more stages (or neuron parts) would split the model")]
     out = []
     for memory in sizes:
