@@ -85,13 +85,14 @@ def why(chosen: Evaluated, ranked: list[Evaluated], constraints: Constraints,
     """One line: what made the choice, against the runner-up, and what the shape buys."""
     objective = constraints.objective
     first = ranked[0]  # the chosen plan's ranking figures: same draws as the others'
-    others = [e for e in ranked if e is not first]
+    others = [e for e in ranked if e.candidate != first.candidate]  # another shape
     if objective == "latency":
         head = f"fastest of {len(ranked)} feasible plans (p50 {first.p50:.1f} s"
-        versus = (f"; next {describe(others[0])} at {others[0].p50:.1f} s" if others else "")
+        versus = (f"; next shape {describe(others[0])} at {others[0].p50:.1f} s"
+                  if others else "")
     else:
-        head = f"cheapest of {len(ranked)} feasible plans (${first.cost_usd:.4f}"
-        versus = (f"; next {describe(others[0])} at ${others[0].cost_usd:.4f}"
+        head = f"cheapest of {len(ranked)} feasible plans (${first.cost_usd:.5f}"
+        versus = (f"; next shape {describe(others[0])} at ${others[0].cost_usd:.5f}"
                   if others else "")
     c, shape = chosen.candidate, chosen.shape
     if c.strategy == "data":

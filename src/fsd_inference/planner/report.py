@@ -12,9 +12,20 @@ from fsd_inference.planner.plan import PlanResult
 SHOWN = 12  # rows of the table; the JSON has them all
 
 
+def best_per_shape(ranked: list[Evaluated]) -> list[Evaluated]:
+    """The first (best) memory size of every candidate shape, in rank order."""
+    seen: set[object] = set()
+    out = []
+    for e in ranked:
+        if e.candidate not in seen:
+            seen.add(e.candidate)
+            out.append(e)
+    return out
+
+
 def _row(rank: str, e: Evaluated) -> str:
     return (f"{rank:>4}  {describe(e):<58} {e.candidate.workers:>5}  {e.p50:>8.1f}  "
-            f"{e.p95:>8.1f}  {e.cost_usd:>10.4f}")
+            f"{e.p95:>8.1f}  {e.cost_usd:>10.5f}")
 
 
 def table_lines(result: PlanResult) -> list[str]:
@@ -27,12 +38,13 @@ def table_lines(result: PlanResult) -> list[str]:
         f"channel, {s.arch}; {len(result.evaluated)} plans predicted "
         f"({len(refused)} refused, {len(result.ranked)} within the constraints), "
         f"{s.draws} draws each for ranking",
-        f"{'rank':>4}  {'plan':<58} {'tasks':>5}  {'p50 s':>8}  {'p95 s':>8}  "
-        f"{'cost $':>10}",
+        f"{'rank':>4}  {'plan (best memory of each shape)':<58} {'tasks':>5}  {'p50 s':>8}  "
+        f"{'p95 s':>8}  {'cost $':>10}",
     ]
-    lines += [_row(str(i), e) for i, e in enumerate(result.ranked[:SHOWN], start=1)]
-    if len(result.ranked) > SHOWN:
-        lines.append(f"      ... {len(result.ranked) - SHOWN} more in the JSON")
+    best = best_per_shape(result.ranked)
+    lines += [_row(str(i), e) for i, e in enumerate(best[:SHOWN], start=1)]
+    if len(best) > SHOWN:
+        lines.append(f"      ... {len(best) - SHOWN} more shapes in the JSON")
     for e in refused[:4]:
         lines.append(f"refused: {describe(e).split(' at ')[0]}: {e.refused}")
     if len(refused) > 4:
@@ -43,7 +55,7 @@ def table_lines(result: PlanResult) -> list[str]:
                      if v is not None and k != "memory_mb")
     lines += [
         f"chosen: {describe(chosen)}: p50 {chosen.p50:.1f} s, p95 {chosen.p95:.1f} s, "
-        f"${chosen.cost_usd:.4f} ({flags}; {DEFAULT_DRAWS_TEXT})",
+        f"${chosen.cost_usd:.5f} ({flags}; {DEFAULT_DRAWS_TEXT})",
         f"why: {result.why}",
     ]
     return lines
