@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from fsd_inference.channels import AWS_TRANSPORTS, ChannelConfig
 from fsd_inference.cli import arguments
@@ -18,11 +17,9 @@ from fsd_inference.cli.common import (
     say,
     write_json,
 )
-from fsd_inference.cli.predict_shape import predict_strategy
+from fsd_inference.cli.predict_shape import load_job, predict_strategy
 from fsd_inference.cloud.settings import ARCHITECTURES, DEFAULT_ARCH, DEFAULT_WORKER_MEMORY_MB
 from fsd_inference.cost import price_regions
-from fsd_inference.model.load import load_model
-from fsd_inference.model.tsv import read_input
 from fsd_inference.partition import PARTITIONERS
 from fsd_inference.predict.document import build_document
 from fsd_inference.predict.engine import DEFAULT_DRAWS
@@ -52,11 +49,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     options = _options(args)
     model = load_service_model(args.service)
     started = time.perf_counter()
-    cpu = time.process_time()
-    network = load_model(args.model, bias=args.bias)
-    inputs = read_input(args.input, neurons=network.neurons, dtype=args.dtype)
-    load_cpu = time.process_time() - cpu
-    size = sum(Path(p).stat().st_size for p in (args.model, args.input) if Path(p).is_file())
+    network, inputs, load_cpu, size = load_job(args)
     say(f"predicting {network.neurons} x {network.depth}, {inputs.shape[0]:,} inputs, "
         f"{options.workers} workers, {options.channel} channel, service model "
         f"{model.name!r}: counting every block with the reference kernel")

@@ -11,9 +11,12 @@ import argparse
 import time
 from pathlib import Path
 
+import scipy.sparse as sp
+
 from fsd_inference.cli.common import say, write_json
 from fsd_inference.exceptions import ConfigError
 from fsd_inference.model.load import load_model
+from fsd_inference.model.network import Network
 from fsd_inference.model.tsv import read_input
 from fsd_inference.predict.params import load_service_model
 from fsd_inference.predict.shaped_document import shaped_document, shaped_lines
@@ -27,17 +30,24 @@ from fsd_inference.predict.trace import trace_run
 from fsd_inference.strategy import compile_shape
 
 
+def load_job(args: argparse.Namespace) -> tuple[Network, sp.csr_matrix, float, float]:
+    """The model and inputs, this machine's CPU seconds to parse them and their files'
+    size (the Plan step downloads and parses the same)."""
+    cpu = time.process_time()
+    network = load_model(args.model, bias=args.bias)
+    inputs = read_input(args.input, neurons=network.neurons, dtype=args.dtype)
+    load_cpu = time.process_time() - cpu
+    size = sum(Path(p).stat().st_size for p in (args.model, args.input) if Path(p).is_file())
+    return network, inputs, load_cpu, float(size)
+
+
 def predict_strategy(args: argparse.Namespace) -> int:
     if args.plot:
         raise ConfigError("--plot draws the neuron strategy's per-layer timeline; leave it "
                           "out with --strategy " + args.strategy)
     model = load_service_model(args.service)
     started = time.perf_counter()
-    cpu = time.process_time()
-    network = load_model(args.model, bias=args.bias)
-    inputs = read_input(args.input, neurons=network.neurons, dtype=args.dtype)
-    load_cpu = time.process_time() - cpu
-    size = sum(Path(p).stat().st_size for p in (args.model, args.input) if Path(p).is_file())
+    network, inputs, load_cpu, size = load_job(args)
     shape = compile_shape(args.strategy, args.workers, network.depth, int(inputs.shape[0]),
                           stages=args.stages, groups=args.groups,
                           microbatches=args.microbatches)
@@ -58,7 +68,7 @@ def predict_strategy(args: argparse.Namespace) -> int:
         raise ConfigError(f"{shape.describe()}: a task needs about {needed:,.0f} MB but the "
                           f"function has {args.memory:,} MB (--memory): it does not fit; use "
                           f"more stages, or more memory (up to 10,240 MB)")
-    prediction = predict_shape(trace, shape, options, model, loaded_bytes=float(size),
+    prediction = predict_shape(trace, shape, options, model, loaded_bytes=size,
                                load_cpu_s=load_cpu)
     document = shaped_document(prediction, trace.categories)
     print(f"shape: {shape.describe()}")

@@ -25,7 +25,7 @@ import numpy as np
 from fsd_inference.channels.s3 import FETCH_THREADS, POLL_FIRST_S, POLL_MAX_S
 from fsd_inference.channels.sqs import SEND_THREADS
 from fsd_inference.cloud.history import MapMode
-from fsd_inference.predict.counts import Counts
+from fsd_inference.predict.counts import Counts, LayerTraffic
 from fsd_inference.predict.graph import Jobs, Messages, Receiver, Step, TaskGraph, Work
 from fsd_inference.predict.params import ServiceModel
 from fsd_inference.predict.wire import GET, PUT, SEND, LayerWire, Wire
@@ -104,10 +104,13 @@ def calls_work(model: ServiceModel, calls: Mapping[str, np.ndarray | float], cpu
     return Work(seconds, tuple(sampled), payload)
 
 
-def _layer_step(counts: Counts, k: int, wire: LayerWire, receive_apis: frozenset[str],
-                model: ServiceModel, cpu: float) -> Step:
-    traffic = counts.layers[k - 1]
-    tasks, n = counts.workers, traffic.src.size
+def exchange(traffic: LayerTraffic, wire: LayerWire, receive_apis: frozenset[str],
+             model: ServiceModel, cpu: float, decode_s: np.ndarray
+             ) -> tuple[np.ndarray, Jobs, Messages]:
+    """One step's messages: the sender's CPU per message (encoding, scaled), its jobs
+    (released as its main thread gets through encoding and the SDK's CPU of each call,
+    in order) and the messages with the receiver's I/O and CPU (``decode_s`` here)."""
+    n = traffic.src.size
     encode = traffic.encode_s * cpu
     sdk = sum((model.client_cpu(API_LATENCY[api], count)
                for api, count in wire.send_calls.items()), np.zeros(n))
@@ -119,10 +122,18 @@ def _layer_step(counts: Counts, k: int, wire: LayerWire, receive_apis: frozenset
     jobs = Jobs(traffic.src, release, Work(np.zeros(n), latencies, wire.up_bytes))
     own = {api: count for api, count in wire.receive_calls.items() if api in receive_apis}
     receive = calls_work(model, own, 0.0, n, wire.down_bytes)
-    receive_cpu = counts.decode_s(traffic) * cpu + sum(
+    receive_cpu = decode_s * cpu + sum(
         (model.client_cpu(API_LATENCY[api], count) * cpu for api, count in own.items()),
         np.zeros(n))
-    messages = Messages(np.arange(n), traffic.dst, receive, receive_cpu)
+    return encode, jobs, Messages(np.arange(n), traffic.dst, receive, receive_cpu)
+
+
+def _layer_step(counts: Counts, k: int, wire: LayerWire, receive_apis: frozenset[str],
+                model: ServiceModel, cpu: float) -> Step:
+    traffic = counts.layers[k - 1]
+    tasks = counts.workers
+    encode, jobs, messages = exchange(traffic, wire, receive_apis, model, cpu,
+                                      counts.decode_s(traffic))
     pre = np.bincount(traffic.src, weights=encode, minlength=tasks)
     return Step(pre=Work(pre), local=Work.zero(tasks), post=Work(counts.compute_s()[k - 1] * cpu),
                 jobs=jobs, messages=messages)

@@ -37,17 +37,16 @@ from fsd_inference.model.binary import index_dtype
 from fsd_inference.predict.counts import LayerTraffic
 from fsd_inference.predict.graph import Jobs, Messages, Step, TaskGraph, Work
 from fsd_inference.predict.neuron import (
-    API_LATENCY,
     StorageBytes,
     calls_work,
-    grouped_cumsum,
+    exchange,
     invoke_latency,
     receiver_for,
 )
 from fsd_inference.predict.params import ServiceModel
 from fsd_inference.predict.predictor import csr_bytes
 from fsd_inference.predict.trace import BlockKey, Trace
-from fsd_inference.predict.wire import GET, PUT, SEND, WIRES, LayerWire, WireOptions
+from fsd_inference.predict.wire import GET, PUT, WIRES, LayerWire, WireOptions
 from fsd_inference.strategy.shape import Shape
 
 
@@ -182,25 +181,6 @@ def _empty_exchange(tasks: int) -> tuple[Jobs, Messages]:
             Messages(none, none, Work(np.zeros(0)), np.zeros(0)))
 
 
-def _exchange(traffic: LayerTraffic, wire: LayerWire, model: ServiceModel, cpu: float,
-              receive_apis: frozenset[str]) -> tuple[np.ndarray, Jobs, Messages]:
-    """Per-task encoding CPU, the sends (after it, on sender threads) and the messages."""
-    n = traffic.src.size
-    encode = traffic.encode_s * cpu
-    sdk = sum((model.client_cpu(API_LATENCY[api], count)
-               for api, count in wire.send_calls.items()), np.zeros(n))
-    if SEND in wire.send_calls:
-        sdk = sdk + model.client_cpu("sqs.send", 0.0, wire.up_bytes)
-    release = grouped_cumsum(encode + sdk * cpu, traffic.src)
-    latencies = tuple((API_LATENCY[api], count) for api, count in wire.send_calls.items()
-                      if count.any())
-    jobs = Jobs(traffic.src, release, Work(np.zeros(n), latencies, wire.up_bytes))
-    own = {api: count for api, count in wire.receive_calls.items() if api in receive_apis}
-    receive = calls_work(model, own, 0.0, n, wire.down_bytes)
-    messages = Messages(np.arange(n), traffic.dst, receive, np.zeros(n))
-    return encode, jobs, messages
-
-
 @dataclass(frozen=True)
 class ShapedGraph:
     graph: TaskGraph
@@ -256,8 +236,9 @@ def build_shaped_graph(trace: Trace, layout: Layout, channel: str, model: Servic
                         trace, layout, t, m)
             sent = boundary_traffic(trace, layout, i)
             wire = wire_kind.account(layout.shape.stages[0].last, sent, wire_options)
-            encode, jobs, messages = _exchange(sent, wire, model, cpu,
-                                               wire_kind.receive_latency_apis)
+            # decoding is in the receiver's post (its micro-batch's decode_s)
+            encode, jobs, messages = exchange(sent, wire, wire_kind.receive_latency_apis,
+                                              model, cpu, np.zeros(sent.src.size))
             pre = np.bincount(sent.src, weights=encode, minlength=tasks)
             traffic.append(sent)
             wires.append(wire)
