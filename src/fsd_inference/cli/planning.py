@@ -116,8 +116,10 @@ def cmd_planner(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_auto(args: argparse.Namespace, channel: str) -> None:
-    """Replace ``--strategy auto`` by the planner's choice (cost objective) in ``args``."""
+def resolve_auto(args: argparse.Namespace, channel: str, memory_mb: int | None = None) -> None:
+    """Replace ``--strategy auto`` by the planner's choice (cost objective) in ``args``.
+    ``memory_mb``: the workers' fixed memory (a deployed stack's WorkerMemory, which the
+    Plan step checks shapes against); None lets the planner choose (local runs)."""
     if args.strategy != "auto":
         return
     given = [f"--{n}" for n in ("stages", "groups", "microbatches") if getattr(args, n)]
@@ -125,7 +127,7 @@ def resolve_auto(args: argparse.Namespace, channel: str) -> None:
         raise ConfigError(f"{given[0]} does not apply to --strategy auto (the "
                                    f"planner chooses the shape): name a strategy")
     result, _ = run_planner(
-        str(args.model), str(args.input), max_workers=args.workers,
+        str(args.model), str(args.input), max_workers=args.workers, memory=memory_mb,
         channel=channel if channel in AWS_TRANSPORTS else "queue",
         dtype=args.dtype, bias=args.bias, partition=args.partition, seed=args.seed,
         rows=getattr(args, "rows", None))

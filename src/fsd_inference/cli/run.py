@@ -17,6 +17,7 @@ from fsd_inference.cli.common import (
     say,
 )
 from fsd_inference.cli.planning import resolve_auto
+from fsd_inference.cloud.settings import CloudSettings
 from fsd_inference.config import AwsConfig, cache_dir
 from fsd_inference.model.binary import SUFFIX, save_network
 from fsd_inference.model.generate import GeneratorParams, generate
@@ -52,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stack_outputs(args.stack, aws or AwsConfig())
     args.model = args.model or str(demo_model())
     args.input = args.input or str(sample_input_path())
-    resolve_auto(args, args.channel)
+    resolve_auto(args, args.channel, CloudSettings().worker_memory_mb)
     options = RunOptions(
         model=Path(args.model), input=Path(args.input),
         workers=args.workers, channel=args.channel, partition=args.partition, seed=args.seed,
