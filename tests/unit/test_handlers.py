@@ -157,6 +157,7 @@ def test_request_defaults(settings: CloudSettings) -> None:
     ({"workers": 10**9}, "workers", "<= 1000"),
     ({"channel": "memory"}, "channel", "object, queue"),
     ({"partition": "metis"}, "partition", "unknown partitioner"),
+    ({"strategy": "auto"}, "strategy", "resolved before the execution starts"),
     ({"dtype": "float16"}, "dtype", "float64"),
     ({"receive_timeout_s": 600}, "receive_timeout_s", "<= 120"),
     ({"receive_timeout_s": "5"}, "receive_timeout_s", "got `str`"),

@@ -78,14 +78,20 @@ def add_compute_options(parser: Container) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
-def add_strategy_options(parser: Container, default: str) -> None:
-    """How to distribute (strategy/compile.py); ``--workers`` counts the tasks."""
-    from fsd_inference.strategy import STRATEGIES
+def add_strategy_options(parser: Container, default: str | None, auto: bool = False,
+                         default_text: str | None = None) -> None:
+    """How to distribute (strategy/compile.py); ``--workers`` counts the tasks. ``auto``:
+    offer the planner's choice (cli/planning.py resolves it before the run starts)."""
+    from fsd_inference.strategy import AUTO, STRATEGIES
 
-    parser.add_argument("--strategy", default=default, choices=STRATEGIES,
+    choices = (*STRATEGIES, AUTO) if auto else STRATEGIES
+    planner = ("; auto: the plan fsd plan --objective cost chooses, with at most --workers "
+               "tasks" if auto else "")
+    parser.add_argument("--strategy", default=default, choices=choices,
                         help=f"neuron: split every layer, exchange every layer; data: split "
                              f"the rows, no exchange; pipeline: stages of layers streaming "
-                             f"micro-batches; hybrid: combinations (default {default})")
+                             f"micro-batches; hybrid: combinations{planner} (default "
+                             f"{default_text or default})")
     parser.add_argument("--stages", type=arguments.positive_int,
                         help="pipeline stages (pipeline, hybrid)")
     parser.add_argument("--groups", type=arguments.positive_int, help="row groups (hybrid)")

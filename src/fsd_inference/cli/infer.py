@@ -22,6 +22,8 @@ from fsd_inference.cli.common import (
     say,
     write_json,
 )
+from fsd_inference.cli.planning import resolve_auto
+from fsd_inference.cloud.settings import CloudSettings
 from fsd_inference.config import AwsConfig
 from fsd_inference.local import aws_for_run
 from fsd_inference.model.tsv import write_categories
@@ -35,6 +37,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _infer(args: argparse.Namespace, aws: AwsConfig) -> int:
+    if args.strategy is None:  # today's default with --workers, the planner's without
+        args.strategy = "neuron" if args.workers else "auto"
+    if args.workers is None:  # auto: the most tasks this machine and a deployment hold
+        args.workers = min(arguments.local_worker_limit(), CloudSettings().max_workers)
+    resolve_auto(args, args.channel)
     options = InferOptions(
         workers=args.workers, channel=args.channel, partition=args.partition, seed=args.seed,
         dtype=args.dtype, strategy=args.strategy, stages=args.stages, groups=args.groups,
@@ -100,9 +107,12 @@ def register(sub: Subparsers) -> None:
                  json_options("the metrics (per worker and layer: time, traffic, calls)",
                               alias="--metrics")])
     inf.add_argument("--input", required=True, help="input TSV (optionally .gz)")
-    inf.add_argument("--workers", type=arguments.local_workers, required=True,
-                     help="number of tasks (worker processes; Lambda functions on AWS)")
-    add_strategy_options(inf, "neuron")
+    inf.add_argument("--workers", type=arguments.local_workers,
+                     help="number of tasks (worker processes; Lambda functions on AWS); "
+                          "with --strategy auto the most it may use (default: the local "
+                          "limit)")
+    add_strategy_options(inf, None, auto=True,
+                         default_text="neuron with --workers, auto without")
     inf.add_argument("--layers-per-block", type=arguments.layers,
                      help="layers per task process between checkpoints (default: all)")
     inf.add_argument("--channel", default="memory",

@@ -11,10 +11,13 @@ from fsd_inference.cli import arguments
 from fsd_inference.cli.common import (
     Subparsers,
     add_command,
+    add_compute_options,
     json_options,
     model_options,
     write_json,
 )
+from fsd_inference.cli.planning import add_planner_options, cmd_planner
+from fsd_inference.exceptions import ConfigError
 from fsd_inference.model.base import NetworkSource
 from fsd_inference.model.load import open_model
 from fsd_inference.partition import PARTITIONERS
@@ -27,6 +30,11 @@ def _spread(values: np.ndarray) -> dict[str, float]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.objective or args.input:
+        return cmd_planner(args)
+    if args.workers is None:
+        raise ConfigError("fsd plan needs --workers P (the partition report) or --input I "
+                          "with --objective cost|latency (the planner)")
     with open_model(args.model, bias=args.bias) as network:  # streamed, layer by layer
         return _plan(args, network)
 
@@ -74,20 +82,33 @@ def _plan(args: argparse.Namespace, network: NetworkSource) -> int:
 
 def register(sub: Subparsers) -> None:
     pln = add_command(
-        sub, "plan", summary="partition a network and report its communication plan",
-        description="Split the neurons of every layer among P workers with a partitioner "
-                    "and report the communication plan that follows from the weights: how "
-                    "many neuron columns each layer sends (twins once), the copies needed, "
-                    "the messages per layer and the work per worker. Partitions are cached "
-                    "by model fingerprint, so the same plan is reused by fsd infer and fsd "
-                    "run.",
-        examples=["fsd plan --model n1024.fsdm --workers 8",
-                  "fsd plan --model n1024.fsdm --workers 8 --partition random "
-                  "--json plan-random.json",
+        sub, "plan", summary="choose how to distribute a job (the planner), or report one "
+                             "partition's communication plan",
+        description="With --input and --objective: the planner. It enumerates candidate "
+                    "plans (data parallel, pipelines, groups x stages hybrids, neuron "
+                    "parallel) under Lambda's limits (memory, 15 minutes per invocation, "
+                    "MaxWorkers), predicts each one's time and cost on AWS with fsd "
+                    "predict's model, filters by --deadline and --budget and prints the "
+                    "ranked table with the choice and why (these are predictions: see the "
+                    "README). With --workers: split the neurons of every layer among P "
+                    "workers with a partitioner and report the communication plan that "
+                    "follows from the weights (neuron columns each layer sends, twins once, "
+                    "copies, messages per layer, work per worker). Partitions are cached by "
+                    "model fingerprint, so the same plan is reused by fsd infer and fsd run.",
+        examples=["fsd plan --model n1024.fsdm --input mnist.tsv.gz --objective cost",
+                  "fsd plan --model n1024.fsdm --input mnist.tsv.gz --objective latency "
+                  "--budget 0.01 --json plan.json",
+                  "fsd plan --model n1024.fsdm --input mnist.tsv.gz --objective cost "
+                  "--deadline 30 --max-workers 16 --strategies data pipeline",
+                  "fsd plan --model n1024.fsdm --workers 8",
                   "fsd plan --model n1024.fsdm --workers 16 --json - | jq .neurons_sent.total"],
-        parents=[model_options(), json_options("the plan summary")])
-    pln.add_argument("--workers", type=arguments.cloud_workers, required=True,
-                     help="number of workers P")
+        parents=[model_options(), json_options("the plan (planner) or the plan summary")])
+    pln.add_argument("--workers", type=arguments.cloud_workers,
+                     help="number of workers P (the partition report)")
+    pln.add_argument("--input", help="input TSV (optionally .gz): plan the job with the "
+                                     "planner")
+    add_compute_options(pln)
+    add_planner_options(pln.add_argument_group("planner (with --input / --objective)"))
     pln.add_argument("--partition", default="hypergraph", choices=sorted(PARTITIONERS),
                      help="partitioner (default hypergraph)")
     pln.add_argument("--seed", type=arguments.seed, default=0, help="partitioner seed (default 0)")

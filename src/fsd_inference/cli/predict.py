@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from fsd_inference.channels import AWS_TRANSPORTS, ChannelConfig
 from fsd_inference.cli import arguments
 from fsd_inference.cli.common import (
     Subparsers,
     add_command,
+    add_strategy_options,
     compute_options,
     json_options,
     model_options,
     say,
     write_json,
 )
+from fsd_inference.cli.predict_shape import load_job, predict_strategy
 from fsd_inference.cloud.settings import ARCHITECTURES, DEFAULT_ARCH, DEFAULT_WORKER_MEMORY_MB
 from fsd_inference.cost import price_regions
-from fsd_inference.model.load import load_model
-from fsd_inference.model.tsv import read_input
 from fsd_inference.partition import PARTITIONERS
 from fsd_inference.predict.document import build_document
 from fsd_inference.predict.engine import DEFAULT_DRAWS
@@ -45,14 +44,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from fsd_inference.analysis.plot import require_matplotlib
 
         require_matplotlib()
+    if args.strategy != "neuron":
+        return predict_strategy(args)
     options = _options(args)
     model = load_service_model(args.service)
     started = time.perf_counter()
-    cpu = time.process_time()
-    network = load_model(args.model, bias=args.bias)
-    inputs = read_input(args.input, neurons=network.neurons, dtype=args.dtype)
-    load_cpu = time.process_time() - cpu
-    size = sum(Path(p).stat().st_size for p in (args.model, args.input) if Path(p).is_file())
+    network, inputs, load_cpu, size = load_job(args)
     say(f"predicting {network.neurons} x {network.depth}, {inputs.shape[0]:,} inputs, "
         f"{options.workers} workers, {options.channel} channel, service model "
         f"{model.name!r}: counting every block with the reference kernel")
@@ -125,7 +122,11 @@ def register(sub: Subparsers) -> None:
                   "fsd predict --model n1024.fsdm --input mnist.tsv.gz --workers 20 "
                   "--plot timeline.png",
                   "fsd predict --model n1024.fsdm --input mnist.tsv.gz --workers 8 "
-                  "--service emulator"],
+                  "--service emulator",
+                  "fsd predict --model n1024.fsdm --input mnist.tsv.gz --workers 4 "
+                  "--strategy pipeline --memory 1024",
+                  "fsd predict --model n1024.fsdm --input mnist.tsv.gz --workers 8 "
+                  "--strategy hybrid --groups 4 --stages 2"],
         parents=[model_options(), compute_options(),
                  json_options("the prediction (fsd infer --metrics' document plus "
                               "'predicted')")])
@@ -163,6 +164,7 @@ def register(sub: Subparsers) -> None:
     pre.add_argument("--fresh-partition", action="store_true",
                      help="count the partitioning in the Plan step (default: the bucket "
                           "already holds it)")
+    add_strategy_options(pre, "neuron")
     pre.add_argument("--plot", metavar="PNG",
                      help="write a per-worker timeline PNG here (needs matplotlib: the "
                           "'plot' extra)")

@@ -16,6 +16,8 @@ from fsd_inference.cli.common import (
     model_options,
     say,
 )
+from fsd_inference.cli.planning import resolve_auto
+from fsd_inference.cloud.settings import CloudSettings
 from fsd_inference.config import AwsConfig
 from fsd_inference.constants import STALL_TIMEOUT_S
 from fsd_inference.model.inputs import sample_input_path
@@ -37,9 +39,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     aws = AwsConfig(endpoint_url=args.endpoint_url) if args.endpoint_url else None
     if args.stack:  # a wrong stack name fails before the demo network is generated
         stack_outputs(args.stack, aws or AwsConfig())
+    args.model = args.model or str(demo_model(say))
+    args.input = args.input or str(sample_input_path())
+    resolve_auto(args, args.channel, CloudSettings().worker_memory_mb)
     options = RunOptions(
-        model=Path(args.model) if args.model else demo_model(say),
-        input=Path(args.input) if args.input else sample_input_path(),
+        model=Path(args.model), input=Path(args.input),
         workers=args.workers, channel=args.channel, partition=args.partition, seed=args.seed,
         dtype=args.dtype, layers_per_block=args.layers_per_block,
         message_limit=args.message_limit, receive_timeout_s=args.timeout, rows=args.rows,
@@ -79,7 +83,7 @@ def register(sub: Subparsers) -> None:
     run.add_argument("--rows", type=arguments.positive_int, help="use only the first ROWS inputs")
     run.add_argument("--workers", type=arguments.cloud_workers, default=8,
                      help="number of tasks: Lambda workers per block (default 8)")
-    add_strategy_options(run, "neuron")
+    add_strategy_options(run, "neuron", auto=True)
     run.add_argument("--channel", default="queue", choices=sorted(AWS_TRANSPORTS),
                      help="communication channel (default queue)")
     run.add_argument("--partition", default="hypergraph", choices=sorted(PARTITIONERS),

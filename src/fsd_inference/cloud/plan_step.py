@@ -79,7 +79,7 @@ from fsd_inference.partition import PARTITIONERS
 from fsd_inference.partition.cache import cache_path, ownership
 from fsd_inference.partition.plan import CommPlan, write_shards
 from fsd_inference.storage import Storage, storage_for
-from fsd_inference.strategy import STRATEGIES, Shape, compile_shape, shape_owners
+from fsd_inference.strategy import AUTO, STRATEGIES, Shape, compile_shape, shape_owners
 
 DEFAULT_RECEIVE_TIMEOUT_S = 120.0
 UPLOAD_THREADS = 8
@@ -169,6 +169,10 @@ def parse_request(data: Any, settings: CloudSettings,
         raise RequestError("channel", f"{channel!r} cannot connect these tasks; choose "
                                       f"one of {', '.join(sorted(channels))}")
     strategy = spec.strategy or DEFAULT_STRATEGY
+    if strategy == AUTO:  # a reference pass and dozens of predictions: not in this step
+        raise RequestError("strategy", "auto is resolved before the execution starts (fsd "
+                                       "run --strategy auto, or fsd plan --objective cost "
+                                       "prints the options): name a strategy here")
     if strategy not in STRATEGIES:
         raise RequestError("strategy", f"unknown strategy {strategy!r}; choose one of "
                                        f"{', '.join(STRATEGIES)}")
@@ -327,16 +331,24 @@ def _upload_work(storage: Storage, run: RunInfo, network: NetworkSource,
     return plan
 
 
+def task_memory_mb(shape: Shape, neurons: int, edges: int, batch: int, dtype: str) -> float:
+    """Memory the largest task of ``shape`` needs, holding ``edges`` weights (the planner
+    filters candidates with it): the weights (CSR: index + value per edge), a dense-enough
+    bound on its activations (every row of its group, all its columns, in ``dtype``) and
+    the runtime's reserve."""
+    itemsize = np.dtype(dtype).itemsize
+    rows = shape.group_rows(0, batch)[1]
+    activations = 3 * rows * neurons * itemsize // max(1, shape.stages[0].parts)
+    return (edges * (4 + itemsize) + activations) / 2**20 + RUNTIME_RESERVE_MB
+
+
 def check_memory(shape: Shape, neurons: int, plan: CommPlan, batch: int, dtype: str,
                  memory_mb: int) -> None:
     """Refuse a shape whose largest task would not fit its function's memory: the
     weights it holds (CSR: index + value per edge) and a dense-enough bound on its
     activations (every row of its group, all its columns, in ``dtype``)."""
-    itemsize = np.dtype(dtype).itemsize
-    weights = int(plan.work.sum(axis=0).max()) * (4 + itemsize)
-    rows = shape.group_rows(0, batch)[1]
-    activations = 3 * rows * neurons * itemsize // max(1, shape.stages[0].parts)
-    needed_mb = (weights + activations) / 2**20 + RUNTIME_RESERVE_MB
+    weights = int(plan.work.sum(axis=0).max()) * (4 + np.dtype(dtype).itemsize)
+    needed_mb = task_memory_mb(shape, neurons, int(plan.work.sum(axis=0).max()), batch, dtype)
     if needed_mb > memory_mb:
         raise RequestError(
             "strategy", f"{shape.describe()}: a task needs about {needed_mb:,.0f} MB (weights "

@@ -25,7 +25,7 @@ import numpy as np
 from fsd_inference.channels.s3 import FETCH_THREADS, POLL_FIRST_S, POLL_MAX_S
 from fsd_inference.channels.sqs import SEND_THREADS
 from fsd_inference.cloud.history import MapMode
-from fsd_inference.predict.counts import Counts
+from fsd_inference.predict.counts import Counts, LayerTraffic
 from fsd_inference.predict.graph import Jobs, Messages, Receiver, Step, TaskGraph, Work
 from fsd_inference.predict.params import ServiceModel
 from fsd_inference.predict.wire import GET, PUT, SEND, LayerWire, Wire
@@ -104,10 +104,13 @@ def calls_work(model: ServiceModel, calls: Mapping[str, np.ndarray | float], cpu
     return Work(seconds, tuple(sampled), payload)
 
 
-def _layer_step(counts: Counts, k: int, wire: LayerWire, receive_apis: frozenset[str],
-                model: ServiceModel, cpu: float) -> Step:
-    traffic = counts.layers[k - 1]
-    tasks, n = counts.workers, traffic.src.size
+def exchange(traffic: LayerTraffic, wire: LayerWire, receive_apis: frozenset[str],
+             model: ServiceModel, cpu: float, decode_s: np.ndarray
+             ) -> tuple[np.ndarray, Jobs, Messages]:
+    """One step's messages: the sender's CPU per message (encoding, scaled), its jobs
+    (released as its main thread gets through encoding and the SDK's CPU of each call,
+    in order) and the messages with the receiver's I/O and CPU (``decode_s`` here)."""
+    n = traffic.src.size
     encode = traffic.encode_s * cpu
     sdk = sum((model.client_cpu(API_LATENCY[api], count)
                for api, count in wire.send_calls.items()), np.zeros(n))
@@ -119,10 +122,18 @@ def _layer_step(counts: Counts, k: int, wire: LayerWire, receive_apis: frozenset
     jobs = Jobs(traffic.src, release, Work(np.zeros(n), latencies, wire.up_bytes))
     own = {api: count for api, count in wire.receive_calls.items() if api in receive_apis}
     receive = calls_work(model, own, 0.0, n, wire.down_bytes)
-    receive_cpu = counts.decode_s(traffic) * cpu + sum(
+    receive_cpu = decode_s * cpu + sum(
         (model.client_cpu(API_LATENCY[api], count) * cpu for api, count in own.items()),
         np.zeros(n))
-    messages = Messages(np.arange(n), traffic.dst, receive, receive_cpu)
+    return encode, jobs, Messages(np.arange(n), traffic.dst, receive, receive_cpu)
+
+
+def _layer_step(counts: Counts, k: int, wire: LayerWire, receive_apis: frozenset[str],
+                model: ServiceModel, cpu: float) -> Step:
+    traffic = counts.layers[k - 1]
+    tasks = counts.workers
+    encode, jobs, messages = exchange(traffic, wire, receive_apis, model, cpu,
+                                      counts.decode_s(traffic))
     pre = np.bincount(traffic.src, weights=encode, minlength=tasks)
     return Step(pre=Work(pre), local=Work.zero(tasks), post=Work(counts.compute_s()[k - 1] * cpu),
                 jobs=jobs, messages=messages)
@@ -136,7 +147,7 @@ def build_graph(counts: Counts, wires: list[LayerWire], wire: Wire, model: Servi
     cpu = cpu_factor(model, deployment.memory_mb)
     queue = np.full(tasks, 1.0 if deployment.channel == "queue" else 0.0)
     shard_miss = model.value("lambda.shard_cache_miss")
-    invoke = _invoke(deployment)
+    invoke = invoke_latency(deployment.map_mode)
     steps: list[Step] = []
     for block, (first, last) in enumerate(deployment.blocks(counts.depth)):
         for s in range(first, last + 1):
@@ -158,21 +169,24 @@ def build_graph(counts: Counts, wires: list[LayerWire], wire: Wire, model: Servi
     launch = Work(load.seconds, (("stepfunctions.block_overhead", np.ones(tasks)),
                                  (invoke, np.ones(tasks)),
                                  ("lambda.cold_start", np.ones(tasks)), *load.calls), load.bytes)
-    if deployment.channel == "queue":
+    return TaskGraph(tasks, tuple(steps), receiver_for(deployment.channel, model, cpu),
+                     SEND_THREADS, model.value("network.connection_bytes_per_s"), launch,
+                     before, after, {"strategy": "neuron", "channel": deployment.channel})
+
+
+def receiver_for(channel: str, model: ServiceModel, cpu: float) -> Receiver:
+    """How a worker collects its messages on ``channel`` (its receive loop)."""
+    if channel == "queue":
         apis = ("sqs.receive", "sqs.delete")  # the delete runs on a sender thread, same CPU
-        receiver = Receiver("longpoll", ("sqs.receive",), int(model.value("sqs.receive_batch")),
-                            RECEIVE_WAIT_S,
-                            call_cpu=float(sum(model.client_cpu(a) for a in apis)) * cpu)
-    else:
-        receiver = Receiver("backoff", ("s3.get",), FETCH_THREADS, RECEIVE_WAIT_S,
-                            {"first_s": POLL_FIRST_S, "max_s": POLL_MAX_S},
-                            call_cpu=float(model.client_cpu("s3.get")) * cpu)
-    return TaskGraph(tasks, tuple(steps), receiver, SEND_THREADS,
-                     model.value("network.connection_bytes_per_s"), launch, before, after,
-                     {"strategy": "neuron", "channel": deployment.channel})
+        return Receiver("longpoll", ("sqs.receive",), int(model.value("sqs.receive_batch")),
+                        RECEIVE_WAIT_S,
+                        call_cpu=float(sum(model.client_cpu(a) for a in apis)) * cpu)
+    return Receiver("backoff", ("s3.get",), FETCH_THREADS, RECEIVE_WAIT_S,
+                    {"first_s": POLL_FIRST_S, "max_s": POLL_MAX_S},
+                    call_cpu=float(model.client_cpu("s3.get")) * cpu)
 
 
-def _invoke(deployment: Deployment) -> str:
+def invoke_latency(mode: MapMode) -> str:
     """Starting one Map iteration: inline Map task, or a Distributed Map child execution."""
-    return ("stepfunctions.distributed_child" if deployment.map_mode == "distributed"
+    return ("stepfunctions.distributed_child" if mode == "distributed"
             else "stepfunctions.lambda_task")
