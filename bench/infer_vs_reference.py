@@ -1,7 +1,7 @@
 """Two workers on two cores against one process: `fsd infer` vs `fsd reference`.
 
     .venv/bin/python bench/infer_vs_reference.py [--neurons 4096] [--layers 120] [--workers 2]
-        [--reference-threads 1 2] [--parts 1] [--repeat 1]
+        [--reference-threads 1 2] [--microbatches 1] [--repeat 1]
 
 Runs the commands as real subprocesses, one after the other on the same machine, checks
 that the categories agree, and prints wall times and the ratio infer / reference (the
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--partition", default="hypergraph")
     parser.add_argument("--dtype", default="float64")
     parser.add_argument("--reference-threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--parts", type=int, default=1, help="fsd infer --parts")
+    parser.add_argument("--microbatches", type=int, default=1, help="fsd infer --microbatches")
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     model, inputs = network_file(args.neurons, args.layers), input_file(args.neurons)
@@ -59,7 +59,7 @@ def main() -> None:
             # the partition is cached after the first run: later runs measure inference
             results.setdefault(f"infer --workers {args.workers}", []).append(timed(
                 [FSD, "infer", *common, "--workers", str(args.workers), "--channel", "memory",
-                 "--partition", args.partition, "--parts", str(args.parts),
+                 "--partition", args.partition, "--microbatches", str(args.microbatches),
                  "--out", str(infer_out), "--expect", str(reference_out)]))
     print(f"\n{args.neurons} x {args.layers}, 10,000 inputs, {args.dtype}, wall time per run:")
     infer_s = min(results[f"infer --workers {args.workers}"])
