@@ -41,8 +41,8 @@ from fsd_inference.predict.blocks import (
 )
 from fsd_inference.worker import assemble
 
-DECODE_SAMPLE = 8  # decode one block in this many to measure decoding cost
-SLICE_SAMPLE = 8  # slice one block in this many the worker's way (check and time it)
+DECODE_SAMPLE = 16  # decode one block in this many to measure decoding cost
+SLICE_SAMPLE = 16  # slice one block in this many the worker's way (check and time it)
 ASSEMBLE_PROBES = 3  # layers on which assembling a full input is timed
 
 
