@@ -147,7 +147,7 @@ class _LayerCounter:
         for i, (group, block) in enumerate(zip(groups, layer_blocks(columns, groups),
                                                strict=True)):
             if self._groups % SLICE_SAMPLE == 0:
-                self._check_and_time(k, columns, group, block)
+                self._check_and_time(k, columns, owners_prev, group, block)
             tick = time.process_time()
             body = encode_body(block)
             frames = encode_frames(self.execution, k, group.source, group.targets[0], body,
@@ -168,10 +168,12 @@ class _LayerCounter:
                                encode_s=encode[expand])
         return traffic, np.where(first, per_group[expand, 4], -1)
 
-    def _check_and_time(self, k: int, columns: sp.csc_matrix, group: Group,
-                        block: Block) -> None:
+    def _check_and_time(self, k: int, columns: sp.csc_matrix, owners_prev: np.ndarray,
+                        group: Group, block: Block) -> None:
+        # the worker holds only its own columns and slices the block out of those
+        own = columns[:, np.flatnonzero(owners_prev == group.source)]
         tick = time.process_time()
-        real = Block.from_columns(columns[:, group.columns])
+        real = Block.from_columns(own[:, group.positions])
         self.slice_samples.append((int(real.values.nnz), time.process_time() - tick))
         if not same_block(block, real):
             raise BlockMismatch(f"layer {k}, worker {group.source} -> {group.targets}: the "
