@@ -69,6 +69,8 @@ def main() -> None:
                            "load_average": round(load, 1),
                            "load_average_after": round(load_after, 1),
                            "draws": args.draws, "phases_wall_s": phases,
+                           "kernel_cpu_s": round(float(
+                               predicted["measured_here"]["kernel_cpu_s"]), 1),
                            "answer": done.stdout.splitlines()[0]}
         say(f"{config}: {clock.seconds:.0f} s wall, {cpu:.0f} s CPU (load {load:.1f} -> "
             f"{load_after:.1f}), phases {phases}: {done.stdout.splitlines()[0]}")
