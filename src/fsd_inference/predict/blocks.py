@@ -99,7 +99,9 @@ def _run_blocks(columns: sp.csc_matrix, groups: Sequence[Group]) -> Iterator[Blo
     group = np.repeat(np.repeat(np.arange(len(groups)), width), nnz)
     # entries come group by group, column by column (rows ascending in each): a stable
     # sort by (group, row) leaves them in column order within a row, i.e. CSR order
-    key = group * batch + columns.indices[entry]
+    # int32 keys when they fit: the sort and the gathers move half the bytes
+    key_type = np.dtype(np.int32 if len(groups) * batch < 2**31 else np.int64)
+    key = group.astype(key_type) * np.asarray(batch, dtype=key_type) + columns.indices[entry]
     order = np.argsort(key, kind="stable")
     key = key[order]
     data = columns.data[entry[order]]

@@ -41,8 +41,10 @@ from fsd_inference.predict.blocks import (
 )
 from fsd_inference.worker import assemble
 
-DECODE_SAMPLE = 16  # decode one block in this many to measure decoding cost
-SLICE_SAMPLE = 16  # slice one block in this many the worker's way (check and time it)
+# Blocks per layer decoded (to fit the decoding cost) and sliced the worker's way (to check
+# the block builder and fit the slicing cost), spread evenly over the layer's groups: a
+# few hundred samples over a run fit two parameters, and sampling large blocks is costly.
+SAMPLES_PER_LAYER = 8
 ASSEMBLE_PROBES = 3  # layers on which assembling a full input is timed
 
 
@@ -126,9 +128,9 @@ class _LayerCounter:
     in the header's target field, which has a fixed size, so their lengths are equal.
     The real worker encodes once per target, so every target is charged the encoding.
     The blocks come from :mod:`.blocks` (the worker's blocks without its per-block SciPy
-    slicing); one group in ``SLICE_SAMPLE`` is also sliced the worker's way, which checks
+    slicing); ``SAMPLES_PER_LAYER`` groups are also sliced the worker's way, which checks
     the block and times the slicing (fitted per nonzero, charged to every group's first
-    target as before).
+    target as before), and decoded, which times decoding.
     """
 
     def __init__(self, execution: str, chunk_limit: int) -> None:
@@ -136,7 +138,6 @@ class _LayerCounter:
         self.chunk_limit = chunk_limit
         self.decode_samples: list[tuple[int, float]] = []
         self.slice_samples: list[tuple[int, float]] = []
-        self._groups = 0
 
     def layer(self, k: int, columns: sp.csc_matrix, owners_prev: np.ndarray,
               shards: list[WorkerShard]) -> tuple[LayerTraffic, np.ndarray]:
@@ -144,9 +145,11 @@ class _LayerCounter:
         groups = layer_groups(k, owners_prev, shards)
         per_group = np.zeros((len(groups), 5), dtype=np.int64)  # frames, size, last, rows, nnz
         encode = np.zeros(len(groups))
+        every = max(1, len(groups) // SAMPLES_PER_LAYER)
         for i, (group, block) in enumerate(zip(groups, layer_blocks(columns, groups),
                                                strict=True)):
-            if self._groups % SLICE_SAMPLE == 0:
+            sampled = i % every == 0
+            if sampled:
                 self._check_and_time(k, columns, owners_prev, group, block)
             tick = time.process_time()
             body = encode_body(block)
@@ -156,7 +159,8 @@ class _LayerCounter:
             size = sum(len(f) for f in frames)
             per_group[i] = (len(frames), size, len(frames[-1]), block.rows.size,
                             block.values.nnz)
-            self._sample_decode(body, size)
+            if sampled:
+                self._time_decode(body, size)
         fanout = np.array([len(g.targets) for g in groups], dtype=np.int64)
         expand = np.repeat(np.arange(len(groups)), fanout)
         first = np.zeros(expand.size, dtype=bool)
@@ -179,10 +183,7 @@ class _LayerCounter:
             raise BlockMismatch(f"layer {k}, worker {group.source} -> {group.targets}: the "
                                 f"counted block differs from the worker's slicing")
 
-    def _sample_decode(self, body: bytes, frame_bytes: int) -> None:
-        self._groups += 1
-        if self._groups % DECODE_SAMPLE:
-            return
+    def _time_decode(self, body: bytes, frame_bytes: int) -> None:
         tick = time.process_time()
         decode_body(body)
         self.decode_samples.append((frame_bytes, time.process_time() - tick))
