@@ -186,9 +186,16 @@ def acceptance() -> str:
     if not path.is_file():
         return "(not run: `bench/timing.py`)"
     timings = json.loads(path.read_text(encoding="utf-8"))
-    return "\n".join(f"- {config.replace(':', ' x 120, P = ')}: {t['wall_s']:.0f} s wall, "
-                     f"{t['cpu_s']:.0f} s CPU (load average {t['load_average']}): "
-                     f"{t['answer']}" for config, t in timings.items())
+    lines = []
+    for config, t in timings.items():
+        phases = ", ".join(f"{name} {seconds:.0f} s"
+                           for name, seconds in t.get("phases_wall_s", {}).items())
+        lines.append(f"- {config.replace(':', ' x 120, P = ')}: {t['wall_s']:.0f} s wall, "
+                     f"{t['cpu_s']:.0f} s CPU (load average {t['load_average']} before, "
+                     f"{t.get('load_average_after', '?')} after"
+                     f"{'; ' + str(t['draws']) + ' draws' if 'draws' in t else ''}"
+                     f"{'; phases (wall): ' + phases if phases else ''}): {t['answer']}")
+    return "\n".join(lines)
 
 
 def local() -> str:

@@ -94,6 +94,21 @@ def test_long_poll_takes_what_is_there_and_waits_for_the_rest() -> None:
     assert got.empty[0, 0] == 2
 
 
+def test_long_poll_keeps_each_task_to_its_own_inbox() -> None:
+    # tasks with 1, 2 and 0 messages (the loop walks the tasks that have a k-th message,
+    # largest inbox first, and must hand each result back to its own task)
+    arrival = np.array([[3.0, 0.1, 0.05]])
+    box = Inbox.build(arrival, np.zeros_like(arrival), np.zeros(3), np.array([1, 0, 1]), 3)
+    receiver = Receiver("longpoll", ("x",), batch=2, wait_s=1.0)
+    got = RECEIVERS["longpoll"]().collect(box, np.array([[0.0, 0.0, 0.5]]),
+                                          np.full((1, 3), 0.1), receiver)
+    # task 1: 0.05 -> 0.15, then two empty polls and 3.0 -> 3.1; task 0: 0.1 -> 0.2;
+    # task 2 has nothing to wait for and ends where it starts
+    assert got.done[0] == pytest.approx([0.2, 3.1, 0.5])
+    assert got.calls[0].tolist() == [1, 2, 0]
+    assert got.empty[0].tolist() == [0, 2, 0]
+
+
 def test_interval_lists_sleep_and_fetches_in_parallel() -> None:
     policy = RECEIVERS["interval"]()
     receiver = Receiver("interval", ("list",), options={"sleep_s": 0.1})

@@ -80,19 +80,25 @@ class Sampler:
 
 def _send(jobs: Jobs, release: np.ndarray, service: np.ndarray, free: np.ndarray
           ) -> np.ndarray:
-    """Departure of every job: FIFO on its task's threads (``free``: (D, T, K), updated)."""
+    """Departure of every job: FIFO on its task's threads.
+
+    ``free`` is ``(K, D, T)``: when each of a task's K threads is next free, kept sorted
+    along K (threads are interchangeable, so only the sorted times matter): a job takes
+    thread 0, the earliest free, and its finish time is inserted back in order (it is
+    never earlier than the time it replaces). Updated in place.
+    """
     depart = np.empty_like(release)
     rank = jobs.rank
     for r in range(int(rank.max()) + 1 if rank.size else 0):
         chosen = np.flatnonzero(rank == r)
         owners = jobs.task[chosen]
-        threads = free[:, owners, :]
-        k = threads.argmin(axis=2)[..., None]
-        begin = np.maximum(release[:, chosen], np.take_along_axis(threads, k, 2)[..., 0])
-        finish = begin + service[:, chosen]
-        depart[:, chosen] = finish
-        np.put_along_axis(threads, k, finish[..., None], 2)
-        free[:, owners, :] = threads
+        x = np.maximum(release[:, chosen], free[0][:, owners]) + service[:, chosen]
+        depart[:, chosen] = x
+        for k in range(1, free.shape[0]):
+            later = free[k][:, owners]
+            free[k - 1][:, owners] = np.minimum(later, x)
+            x = np.maximum(later, x)
+        free[-1][:, owners] = x
     return depart
 
 
@@ -121,7 +127,7 @@ def simulate(graph: TaskGraph, model: ServiceModel, draws: int = DEFAULT_DRAWS,
     before = sample(graph.before)[:, 0]
     launch = sample(graph.launch)
     end = before[:, None] + launch
-    free = np.full((draws, tasks, max(1, graph.senders)), -np.inf)
+    free = np.full((max(1, graph.senders), draws, tasks), -np.inf)
     for s, step in enumerate(graph.steps):
         other = np.zeros((draws, tasks))
         if step.barrier is not None:
@@ -152,7 +158,7 @@ def simulate(graph: TaskGraph, model: ServiceModel, draws: int = DEFAULT_DRAWS,
         end = done + post
         sent = local_start - pre_end
         if step.flush:
-            flushed = np.maximum(end, free.max(axis=2))
+            flushed = np.maximum(end, free[-1])
             sent = sent + flushed - end
             end = flushed
         if step.tail is not None:

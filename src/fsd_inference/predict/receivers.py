@@ -4,7 +4,7 @@ Each policy gets the step's arrivals (when each message became receivable), the
 receiver-side work per message, when each task starts receiving and the sampled cost of
 one receive call, and returns when each task has everything, how many calls it made and
 how many of those came back empty. All arrays are ``(draws, tasks)`` or, per message,
-``(draws, tasks, n)`` sorted by arrival (:class:`Inbox`).
+``(n, draws, tasks)`` sorted by arrival (:class:`Inbox`).
 
 - ``longpoll`` (SQS long polling): a call returns as soon as a message is receivable,
   with every message receivable at that moment up to ``batch``; a call that finds
@@ -20,7 +20,9 @@ how many of those came back empty. All arrays are ``(draws, tasks)`` or, per mes
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -32,16 +34,30 @@ BACKOFF_STEPS = 4096
 
 @dataclass(frozen=True)
 class Inbox:
-    """One step's messages per receiving task, sorted by arrival; padding is +inf."""
+    """One step's messages per receiving task, sorted by arrival; padding is +inf.
 
-    arrival: np.ndarray  # (D, T, n)
-    io: np.ndarray  # (D, T, n) receiver I/O seconds per message (may overlap)
-    cpu: np.ndarray  # (D, T, n) receiver CPU seconds per message (one at a time)
+    Slot-major, ``(n, D, T)``: the receive loops walk the k-th message of every inbox
+    at once, and a contiguous ``(D, T)`` slab per slot is several times faster to
+    combine than a strided one. ``arrival`` and ``cost`` (I/O + CPU) are placed at once;
+    ``io`` and ``cpu`` apart only for a policy that asks for them.
+    """
+
+    arrival: np.ndarray  # (n, D, T)
+    cost: np.ndarray  # (n, D, T) receiver I/O + CPU seconds per message
     count: np.ndarray  # (T,) messages per task
+    _io: np.ndarray  # (D, M) unplaced
+    _cpu: np.ndarray  # (M,) unplaced
+    _place: Callable[[np.ndarray, float], np.ndarray]
 
-    @property
-    def cost(self) -> np.ndarray:
-        return np.asarray(self.io + self.cpu)
+    @cached_property
+    def io(self) -> np.ndarray:
+        """(n, D, T) receiver I/O seconds per message (may overlap)."""
+        return self._place(self._io, 0.0)
+
+    @cached_property
+    def cpu(self) -> np.ndarray:
+        """(n, D, T) receiver CPU seconds per message (one at a time)."""
+        return self._place(self._cpu, 0.0)
 
     @classmethod
     def build(cls, arrival: np.ndarray, io: np.ndarray, cpu: np.ndarray, dst: np.ndarray,
@@ -50,8 +66,8 @@ class Inbox:
         count = np.bincount(dst, minlength=tasks)
         width = int(count.max()) if dst.size else 0
         if width == 0:
-            empty = np.zeros((draws, tasks, 0))
-            return cls(empty, empty, empty, count)
+            empty = np.zeros((0, draws, tasks))
+            return cls(empty, empty, count, io, cpu, lambda values, pad: empty)
         order = np.argsort(dst, kind="stable")
         grouped = dst[order]
         first = np.concatenate(([0], np.cumsum(count)[:-1]))
@@ -64,12 +80,12 @@ class Inbox:
         messages = order[by_time]
 
         def place(values: np.ndarray, pad: float) -> np.ndarray:
-            out = np.full((draws, tasks, width), pad)
-            out[:, grouped, slot] = np.take_along_axis(
-                np.broadcast_to(values, arrival.shape), messages, 1)
+            out = np.full((width, draws, tasks), pad)
+            out[slot, :, grouped] = np.take_along_axis(
+                np.broadcast_to(values, arrival.shape), messages, 1).T
             return out
 
-        return cls(place(arrival, np.inf), place(io, 0.0), place(cpu, 0.0), count)
+        return cls(place(arrival, np.inf), place(io + cpu, 0.0), count, io, cpu, place)
 
 
 @dataclass(frozen=True)
@@ -101,24 +117,33 @@ class Greedy(ReceivePolicy):
 
     def collect(self, box: Inbox, start: np.ndarray, call: np.ndarray,
                 receiver: Receiver) -> Collected:
-        end = start.copy()
-        snapshot = np.full_like(start, -np.inf)
-        taken = np.full(start.shape, receiver.batch)
-        calls = np.zeros_like(start)
-        empty = np.zeros_like(start)
-        for i in range(box.arrival.shape[2]):
-            arrival, cost = box.arrival[..., i], box.cost[..., i]
-            valid = np.isfinite(arrival)
-            join = valid & (taken < receiver.batch) & (arrival <= snapshot)
-            new = valid & ~join
-            gap = np.where(new, np.maximum(arrival - end, 0.0), 0.0)
-            found, probes = self.discover(gap, end, call, receiver)
-            empty += np.where(new, probes, 0.0)
-            snapshot = np.where(new, np.maximum(found, arrival), snapshot)
-            end = np.where(new, snapshot + call + cost, np.where(join, end + cost, end))
-            taken = np.where(new, 1, np.where(join, taken + 1, taken))
-            calls += new
-        return Collected(end, calls, empty)
+        # tasks by inbox size, largest first: the k-th message's walk touches only the
+        # tasks that have k messages, a prefix in this order (views, not masks)
+        perm = np.argsort(-box.count, kind="stable")
+        sizes = box.count[perm]
+        end = start[:, perm]
+        call = call[:, perm]
+        snapshot = np.full_like(end, -np.inf)
+        taken = np.full(end.shape, receiver.batch)
+        calls = np.zeros_like(end)
+        empty = np.zeros_like(end)
+        for i in range(box.arrival.shape[0]):
+            n = int(np.count_nonzero(sizes > i))
+            arrival, cost = box.arrival[i][:, perm[:n]], box.cost[i][:, perm[:n]]
+            end_i, snap_i, taken_i = end[:, :n], snapshot[:, :n], taken[:, :n]
+            join = (taken_i < receiver.batch) & (arrival <= snap_i)
+            new = ~join
+            gap = np.where(new, np.maximum(arrival - end_i, 0.0), 0.0)
+            found, probes = self.discover(gap, end_i, call[:, :n], receiver)
+            empty[:, :n] += np.where(new, probes, 0.0)
+            snap_i = np.where(new, np.maximum(found, arrival), snap_i)
+            end[:, :n] = np.where(new, snap_i + call[:, :n] + cost, end_i + cost)
+            snapshot[:, :n] = snap_i
+            taken[:, :n] = np.where(new, 1, taken_i + 1)
+            calls[:, :n] += new
+        back = np.empty_like(perm)
+        back[perm] = np.arange(perm.size)
+        return Collected(end[:, back], calls[:, back], empty[:, back])
 
 
 class LongPoll(Greedy):
@@ -152,17 +177,17 @@ class Interval(ReceivePolicy):
     def collect(self, box: Inbox, start: np.ndarray, call: np.ndarray,
                 receiver: Receiver) -> Collected:
         period = call + receiver.options.get("sleep_s", 0.1)
-        late = np.maximum(box.arrival - start[..., None], 0.0)
+        late = np.maximum(box.arrival - start, 0.0)
         valid = np.isfinite(late)
-        rounds = np.where(valid, np.ceil(late / period[..., None]), 0.0)
-        listed = start[..., None] + rounds * period[..., None] + call[..., None]
+        rounds = np.where(valid, np.ceil(late / period), 0.0)
+        listed = start + rounds * period + call
         # GETs run on threads (their I/O overlaps), their CPU does not
         fetched = np.where(valid, listed + box.io, -np.inf)
-        done = (fetched + box.cpu).max(axis=2, initial=-np.inf)
-        first = np.where(valid, fetched, np.inf).min(axis=2, initial=np.inf)
-        done = np.maximum(done, np.where(np.isfinite(first), first + box.cpu.sum(axis=2),
+        done = (fetched + box.cpu).max(axis=0, initial=-np.inf)
+        first = np.where(valid, fetched, np.inf).min(axis=0, initial=np.inf)
+        done = np.maximum(done, np.where(np.isfinite(first), first + box.cpu.sum(axis=0),
                                          -np.inf))
-        last_round = rounds.max(axis=2, initial=0.0)
+        last_round = rounds.max(axis=0, initial=0.0)
         done = np.maximum(done, start + (last_round + 1) * period)
         lists = last_round + 1
         return Collected(done, lists, np.zeros_like(start))
