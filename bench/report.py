@@ -224,6 +224,12 @@ def write_report(rows: list[dict[str, Any]], pending: list[str], args: argparse.
                           f"{r['seconds']:.0f} s" for r in rows),
     )
     (HERE / "REPORT.md").write_text(text, encoding="utf-8")
+    # The planner's column (bench/planner.py) from its stored results, so one command
+    # regenerates the whole report.
+    from planner import RESULTS, section, write_section
+
+    if RESULTS.is_file():
+        write_section(HERE / "REPORT.md", section(json.loads(RESULTS.read_text())))
     say(f"written {HERE / 'REPORT.md'}")
 
 
