@@ -18,7 +18,7 @@ PIP    := $(BIN)/python -m pip install --quiet --no-compile
 INSTALL_INPUTS := pyproject.toml setup.py src/fsd_inference/kernel/fused.c \
                   src/fsd_inference/kernel/fused_layer.h
 
-.PHONY: run test lint typecheck clean
+.PHONY: run test report lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ test: $(DEV_STAMP) $(CHECKOV_STAMP)
 	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download \
 		--framework cloudformation --file template.yaml
 	$(BIN)/python -m pytest -q
+
+# bench/REPORT.md from scratch: the validation against every published run, then the
+# predictions (cached per configuration under bench/report-cache; the ones not cached take
+# minutes each, 65536 x 120 much longer), the plots and the planner's column.
+report: $(RUN_STAMP)
+	cd bench && ../$(BIN)/python published.py --queue published-runs/fsd-published-queue.csv \
+		--object published-runs/fsd-published-object.csv --out predictions.csv
+	cd bench && ../$(BIN)/python report.py --validation predictions.csv $(REPORT_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache build src/fsd_inference/kernel/*.so

@@ -48,6 +48,11 @@ PUBLISHED: dict[tuple[int, int], tuple[float | None, float | None, float, float]
 }
 
 
+# The published system's grid (its networks x its common worker counts).
+GRID_SIZES = [1024, 4096, 16384, 65536]
+GRID_WORKERS = [8, 20, 42, 62]
+
+
 def predict_config(neurons: int, workers: int, channel: str, draws: int) -> dict[str, Any]:
     """One configuration's prediction summary (cached)."""
     path = CACHE / f"{neurons}n-{workers}w-{channel}.json"
@@ -160,22 +165,25 @@ def validation(path: Path | None) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
-    parser.add_argument("--workers", type=int, nargs="+", default=[8, 20, 42, 62])
+    parser.add_argument("--sizes", type=int, nargs="+", default=GRID_SIZES)
+    parser.add_argument("--workers", type=int, nargs="+", default=GRID_WORKERS)
     parser.add_argument("--draws", type=int, default=200)
     parser.add_argument("--validation", type=Path, help="bench/published.py's output CSV")
     parser.add_argument("--only-cached", action="store_true",
                         help="report what is cached, predict nothing new")
     args = parser.parse_args()
     rows, pending = [], []
-    for neurons in args.sizes:
-        for workers in args.workers:
-            for channel in ("queue", "object"):
-                cached = CACHE / f"{neurons}n-{workers}w-{channel}.json"
-                if args.only_cached and not cached.is_file():
-                    pending.append(f"{neurons} x {workers} {channel}")
-                    continue
-                rows.append(predict_config(neurons, workers, channel, args.draws))
+    # The table always covers the whole grid: what was asked is predicted (unless
+    # --only-cached), the rest comes from the cache or is listed as not predicted yet.
+    asked = {(n, w) for n in args.sizes for w in args.workers}
+    grid = sorted(asked | {(n, w) for n in GRID_SIZES for w in GRID_WORKERS})
+    for neurons, workers in grid:
+        for channel in ("queue", "object"):
+            cached = CACHE / f"{neurons}n-{workers}w-{channel}.json"
+            if not cached.is_file() and (args.only_cached or (neurons, workers) not in asked):
+                pending.append(f"{neurons} x {workers} {channel}")
+                continue
+            rows.append(predict_config(neurons, workers, channel, args.draws))
     if rows:
         plots(rows)
     write_report(rows, pending, args)
