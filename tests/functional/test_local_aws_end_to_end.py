@@ -203,8 +203,10 @@ def demo_run(emulator: Emulator) -> Iterator[Callable[[], dict[str, Any]]]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _slow_executions_start_first(failing_once: Any, demo_run: Any) -> None:
-    """Start the two long executions before the first test of the module."""
+def _slow_executions_start_first(demo_run: Any) -> None:
+    """Start the long demo execution before the first test of the module. (The retried
+    and the failing executions wait out the ASL's 150 s retry interval: their tests are
+    marked slow and start them when they run.)"""
 
 
 # ----------------------------------------------------------------------------- emulator
@@ -388,6 +390,7 @@ def test_the_demo_request_runs(emulator: Emulator,
     assert not queues.get("QueueUrls")
 
 
+@pytest.mark.slow  # one 150 s retry interval; test_distributed_map.py covers the retry in make test
 def test_a_failed_item_fails_the_block_which_is_retried_from_its_checkpoint(
         cloud: LocalCloud, storage: Storage, model: Path,
         failing_once: tuple[StartedRun, list[tuple[int, int]]]) -> None:
