@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,3 +49,17 @@ class Stopwatch:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+FSD = str(Path(sys.executable).with_name("fsd"))  # the console script beside this Python
+
+
+def timed(command: list[str]) -> float:
+    """Wall seconds of ``command`` (a subprocess), its stdout echoed; exits on a failure."""
+    say("$ " + " ".join(command))
+    with Stopwatch() as watch:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"failed ({done.returncode}): {done.stderr.strip()}")
+    print(done.stdout.strip())
+    return watch.seconds

@@ -15,24 +15,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from common import Stopwatch, input_file, network_file, say
-
-FSD = str(Path(sys.executable).with_name("fsd"))
-
-
-def timed(command: list[str]) -> float:
-    say("$ " + " ".join(command))
-    with Stopwatch() as watch:
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.exit(f"failed ({done.returncode}): {done.stderr.strip()}")
-    print(done.stdout.strip())
-    return watch.seconds
+from common import FSD, input_file, network_file, timed
 
 
 def main() -> None:
