@@ -43,3 +43,6 @@ STALL_TIMEOUT_S = 1200.0
 # named after it, which events/ rely on).
 EMULATOR_PORT = 4566
 EMULATOR_STACK = "fsd-local"
+
+# What the planner ranks plans by (fsd plan --objective, a request's "objective")
+OBJECTIVES = ("cost", "latency")

@@ -35,6 +35,7 @@ from fsd_inference.app.driver import (
     finish_run,
     run_on_stack,
 )
+from fsd_inference.app.report import summary_lines
 from fsd_inference.aws import s3_client, sqs_client
 from fsd_inference.channels.s3 import scratch_prefix
 from fsd_inference.cloud.layout import RunLayout
@@ -221,6 +222,27 @@ def test_two_concurrent_executions_do_not_interfere(cloud: LocalCloud, storage: 
         "the two executions overlapped"
 
 
+def test_a_request_without_a_strategy_runs_the_planners_choice(
+        cloud: LocalCloud, storage: Storage, model: Path, expected: np.ndarray) -> None:
+    """The request's strategy defaults to auto: the Plan step asks the planner (within
+    the stack's WorkerMemory, at most the request's workers, both channels ranked) and
+    runs what it chose, with the same categories as the reference."""
+    name = "auto-default"
+    report = run_on_stack(STACK, options(model, name, strategy=None, channel=None,
+                                         layers_per_block=None), cloud.aws)
+    assert report.status == "SUCCEEDED" and report.matches is True
+    assert report.categories is not None
+    np.testing.assert_array_equal(report.categories, expected)
+    metrics = report.metrics or {}
+    auto = metrics["auto"]
+    assert auto["options"]["strategy"] == metrics["shape"]["strategy"] != "auto"
+    assert auto["options"]["workers"] == metrics["workers"] <= 3
+    assert auto["predicted"]["cost_usd"] > 0 and auto["predicted"]["sampled_rows"] == ROWS
+    assert any(note.startswith("auto chose") for note in metrics["notes"])
+    assert any(line.startswith("auto chose") for line in summary_lines(report))
+    assert leftovers(cloud, storage, name) == []
+
+
 def test_fsd_run_drives_a_stack_by_name_and_endpoint(cloud: LocalCloud, stack: StackOutputs,
                                                      model: Path, expected: np.ndarray,
                                                      run_fsd: Any, tmp_path: Path) -> None:
@@ -236,7 +258,8 @@ def test_fsd_run_drives_a_stack_by_name_and_endpoint(cloud: LocalCloud, stack: S
         done.stdout
     assert f"on stack {STACK}" in done.stdout
     for label in ("phases (execution history): plan", "traffic:", "API calls",
-                  "modeled AWS cost of this run: $"):
+                  "modeled AWS cost of this run: $", "planner (fsd run --strategy auto",
+                  "for cost, ", "for latency, "):
         assert label in done.stdout, done.stdout
     written = np.loadtxt(tmp_path / "categories.txt", dtype=np.int64, ndmin=1)
     np.testing.assert_array_equal(written, expected)

@@ -19,6 +19,10 @@ import scipy.sparse as sp
 
 from fsd_inference.app.infer import InferOptions, run_inference
 from fsd_inference.channels import ChannelConfig
+from fsd_inference.cloud.auto_plan import resolve_auto_request
+from fsd_inference.cloud.errors import RequestError
+from fsd_inference.cloud.plan_step import parse_request
+from fsd_inference.cloud.settings import CloudSettings
 from fsd_inference.config import AwsConfig
 from fsd_inference.model.binary import save_network
 from fsd_inference.model.generate import GeneratorParams, generate
@@ -32,6 +36,7 @@ from fsd_inference.predict.shaped_document import shaped_document
 from fsd_inference.predict.shaped_predict import ShapeOptions, predict_shape, wanted_blocks
 from fsd_inference.predict.trace import trace_run
 from fsd_inference.strategy import compile_shape
+from fsd_inference.strategy.memory import task_memory_mb
 
 ROWS = 200
 TRAFFIC = ("messages_sent", "frames_sent", "bytes_sent")
@@ -182,3 +187,63 @@ def test_infer_auto_equals_the_reference(files: tuple[Path, Path],
     assert "auto chose" in done.stderr
     assert "match: identical" in done.stdout
     assert reference.read_text() == (tmp_path / "auto.txt").read_text()
+
+
+def test_planner_ranks_both_channels(planned: PlanResult) -> None:
+    """Every shape that exchanges is predicted over the queue and over S3 alone; a data
+    shape talks to nobody, so it is predicted once, without a channel."""
+    by_channel: dict[str | None, set[tuple[Any, ...]]] = {}
+    costs: dict[tuple[Any, ...], dict[str | None, float]] = {}
+    for e in planned.evaluated:
+        c = e.candidate
+        shape = (c.strategy, c.workers, c.stages, c.groups, e.memory_mb)
+        by_channel.setdefault(c.channel, set()).add(shape)
+        costs.setdefault(shape, {})[c.channel] = e.cost_usd
+    assert {s[0] for s in by_channel[None]} == {"data"}
+    assert by_channel["queue"] == by_channel["object"]
+    assert {s[0] for s in by_channel["queue"]} == {"pipeline", "hybrid", "neuron"}
+    # the two channels bill different requests: the same shape costs differently
+    assert all(c["queue"] != c["object"] for c in costs.values() if None not in c)
+    assert "--channel" in planned.ranked[-1].candidate.label() or \
+        planned.ranked[-1].candidate.channel is None
+
+
+def _request(settings: CloudSettings, **fields: Any) -> Any:
+    base = {"model": "models/net.fsdm", "input": "inputs/x.tsv", "workers": 8, **fields}
+    return parse_request(base, settings)
+
+
+def test_auto_in_the_plan_step_chooses_within_the_deployment(
+        small: tuple[Network, sp.csr_matrix]) -> None:
+    """What the Plan step does with ``"strategy": "auto"`` (cloud/auto_plan.py), on the
+    real network and rows: a plan at the deployment's worker memory, at most the
+    request's workers, the channel kept when the request names one."""
+    network, inputs = small
+    settings = CloudSettings(aws=AwsConfig(bucket="b"), worker_memory_mb=1024)
+    resolved, record = resolve_auto_request(_request(settings, channel="object"), network,
+                                            inputs, settings)
+    assert resolved.strategy in ("data", "pipeline", "hybrid") and resolved.workers <= 8
+    assert resolved.channel == "object"
+    assert record["options"]["strategy"] == resolved.strategy
+    assert record["options"]["memory_mb"] == 1024
+    assert record["predicted"]["cost_usd"] > 0 and record["predicted"]["p50_s"] > 0
+    assert record["predicted"]["sampled_rows"] == ROWS  # under the sample size: every row
+    # the shape it chose compiles and fits, as the rest of the Plan step will check
+    shape = compile_shape(resolved.strategy, resolved.workers, network.depth, ROWS,
+                          stages=resolved.stages, groups=resolved.groups,
+                          microbatches=resolved.microbatches)
+    assert task_memory_mb(shape, network.neurons, network.edges, ROWS, "float64") <= 1024
+
+
+def test_auto_in_the_plan_step_falls_back_or_names_the_constraint(
+        small: tuple[Network, sp.csr_matrix]) -> None:
+    network, inputs = small
+    tiny = CloudSettings(aws=AwsConfig(bucket="b"), worker_memory_mb=128)  # below the runtime
+    resolved, record = resolve_auto_request(_request(tiny), network, inputs, tiny)
+    assert (resolved.strategy, resolved.workers) == ("neuron", 8)
+    assert record["predicted"] is None and "no data, pipeline or hybrid plan fits" in \
+        record["why"]
+    roomy = CloudSettings(aws=AwsConfig(bucket="b"), worker_memory_mb=1024)
+    with pytest.raises(RequestError, match="deadline") as caught:
+        resolve_auto_request(_request(roomy, deadline_s=0.001), network, inputs, roomy)
+    assert caught.value.field == "deadline_s"

@@ -146,6 +146,11 @@ def test_request_defaults(settings: CloudSettings) -> None:
     assert parsed.channel == "queue" and parsed.partition == "random"
     assert parsed.dtype == "float64" and parsed.message_limit == 1 << 20
     assert parsed.layers_per_block is None and parsed.seed == 0
+    # the planner chooses unless the request names a strategy; the channel left out
+    # is the deployment's, which auto may replace
+    assert (parsed.strategy, parsed.objective, parsed.channel_named) == ("auto", "cost", False)
+    named = parse_request(request(channel="object", strategy="neuron"), settings)
+    assert (named.strategy, named.channel, named.channel_named) == ("neuron", "object", True)
     same_bucket = parse_request(request(model=f"s3://{BUCKET}/models/net.fsdm"), settings)
     assert same_bucket.model == "models/net.fsdm"
 
@@ -157,7 +162,13 @@ def test_request_defaults(settings: CloudSettings) -> None:
     ({"workers": 10**9}, "workers", "<= 1000"),
     ({"channel": "memory"}, "channel", "object, queue"),
     ({"partition": "metis"}, "partition", "unknown partitioner"),
-    ({"strategy": "auto"}, "strategy", "resolved before the execution starts"),
+    ({"strategy": "fastest"}, "strategy", "choose one of auto, neuron"),
+    ({"stages": 2}, "stages", "does not apply to strategy auto"),
+    ({"objective": "speed"}, "objective", "cost, latency"),
+    ({"strategy": "data", "objective": "cost"}, "objective", "strategy auto only"),
+    ({"strategy": "neuron", "budget_usd": 1.0}, "budget_usd", "strategy auto only"),
+    ({"deadline_s": 0}, "deadline_s", "> 0"),
+    ({"budget_usd": float("inf")}, "budget_usd", "finite"),
     ({"dtype": "float16"}, "dtype", "float64"),
     ({"receive_timeout_s": 600}, "receive_timeout_s", "<= 120"),
     ({"receive_timeout_s": "5"}, "receive_timeout_s", "got `str`"),
@@ -207,11 +218,12 @@ def test_layers_per_block_default_is_raised_and_explicit_values_refused(
 
 
 def test_row_parts_are_validated(settings: CloudSettings) -> None:
-    assert parse_request(request(microbatches=4), settings).microbatches == 4
-    assert parse_request(request(), settings).microbatches is None  # the strategy's default
+    neuron = {"strategy": "neuron"}
+    assert parse_request(request(microbatches=4, **neuron), settings).microbatches == 4
+    assert parse_request(request(**neuron), settings).microbatches is None  # the default
     for bad in (0, 1025, 2.5, "4", True):
         with pytest.raises(RequestError, match="microbatches"):
-            parse_request(request(microbatches=bad), settings)
+            parse_request(request(microbatches=bad, **neuron), settings)
 
 
 # ----------------------------------------------------------------------------- run payloads

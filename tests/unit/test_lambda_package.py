@@ -2,7 +2,7 @@
 the handlers import may be among them.
 
 A fresh interpreter imports every handler and the modules their steps load on demand
-(the partitioners, the channels and the codec), and the scipy subpackages and zstandard
+(the partitioners, the channels and the codec, the planner), and the scipy subpackages and zstandard
 backends it ends up with are checked against what src/Makefile keeps. (Code that imports
 scipy inside a function body is caught by ``bench/lambda_packages.py --smoke``, which
 runs the handlers from packages built that way.)
@@ -25,6 +25,7 @@ import fsd_inference.partition.hypergraph, fsd_inference.partition.simple
 import fsd_inference.channels.sqs, fsd_inference.channels.s3, fsd_inference.channels.codec
 import fsd_inference.cloud.plan_step, fsd_inference.cloud.worker_step
 import fsd_inference.cloud.gather_step, fsd_inference.cloud.cleanup_step
+import fsd_inference.cloud.auto_plan  # the Plan step imports it for strategy auto
 print(json.dumps(sorted(sys.modules)))
 """
 

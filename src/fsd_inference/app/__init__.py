@@ -9,7 +9,9 @@ See driver.py for the steps and report.py for what is printed.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fsd_inference.app.driver import (
     LOCAL_STACK,
@@ -38,9 +40,11 @@ def _stderr(text: str) -> None:
 def run_and_report(options: RunOptions, out: Path, metrics: str | Path | None = None,
                    stack: str | None = None, aws: AwsConfig | None = None,
                    quiet: bool = False, plot: Path | None = None,
-                   ask: Ask = ask_on_terminal) -> int:
+                   ask: Ask = ask_on_terminal,
+                   epilogue: Callable[[dict[str, Any]], list[str]] | None = None) -> int:
     """Run, print the summary, write the categories (and the metrics: a file, or ``-``
-    for stdout; and their plot); the exit code.
+    for stdout; and their plot); the exit code. ``epilogue``: more lines after the
+    summary, from the run's metrics (fsd run's planner view, app/planner_view.py).
 
     Interrupted (Ctrl-C) while following an execution on a stack, it says how to stop
     that execution, or asks and stops it (app.interrupt), then lets the interrupt go on.
@@ -66,6 +70,9 @@ def run_and_report(options: RunOptions, out: Path, metrics: str | Path | None = 
     for line in summary_lines(report):
         print(line)
     print(f"categories written to {out.resolve()}")
+    if epilogue is not None and report.metrics is not None:
+        for line in epilogue(report.metrics):
+            print(line)
     if plot is not None:
         from fsd_inference.analysis.plot import plot_metrics
 

@@ -42,6 +42,7 @@ from fsd_inference.model.reference import infer
 from fsd_inference.model.tsv import read_categories, read_input, write_categories
 from fsd_inference.partition.cache import ownership
 from fsd_inference.storage import Storage, storage_for
+from fsd_inference.strategy import AUTO
 
 LOCAL_STACK = "fsd-local"
 THRESHOLD_ERROR = "States.ExceedToleratedFailureThreshold"
@@ -67,7 +68,7 @@ class RunOptions:
     model: Path
     input: Path
     workers: int = 8
-    channel: str = "queue"
+    channel: str | None = "queue"  # None: the deployment's (auto: the planner's choice)
     partition: str = "hypergraph"
     seed: int = 0
     dtype: str = DEFAULT_DTYPE
@@ -79,10 +80,11 @@ class RunOptions:
     poll_s: float = POLL_S
     stall_s: float = STALL_S  # give up following after this long without progress
     execution_name: str | None = None
-    strategy: str | None = None  # None: the request's default
+    strategy: str | None = "neuron"  # None: the request's default (auto)
     stages: int | None = None
     groups: int | None = None
     microbatches: int | None = None
+    objective: str | None = None  # strategy auto only; None: the request's default (cost)
 
     def request(self, model_key: str, input_key: str) -> dict[str, Any]:
         """The execution's input (cloud/plan_step.py's request); None fields left out."""
@@ -93,6 +95,7 @@ class RunOptions:
             "message_limit": self.message_limit, "receive_timeout_s": self.receive_timeout_s,
             "rows": self.rows, "strategy": self.strategy, "stages": self.stages,
             "groups": self.groups, "microbatches": self.microbatches,
+            "objective": self.objective,
         }
         return {k: v for k, v in request.items() if v is not None}
 
@@ -169,7 +172,7 @@ def upload_partition(storage: Storage, network: Network, options: RunOptions) ->
     partitioner again in every fresh emulator (~15 s for the demo's hypergraph). Only the
     neuron strategy partitions the whole network into ``workers`` parts; other shapes
     partition their stages' layers (or nothing) and are left to the Plan step."""
-    if (options.strategy or "neuron") != "neuron" or options.workers == 1:
+    if options.strategy != "neuron" or options.workers == 1:
         return
     local = ownership(network, options.partition, options.workers, options.seed)
     key = plan_key(local.path.name)
@@ -245,8 +248,10 @@ def start_run(stack_name: str, options: RunOptions, aws: AwsConfig,
         stateMachineArn=stack.state_machine_arn, name=name,
         input=json.dumps(request))["executionArn"]
     if say is not None:
-        say(f"execution {name} started on stack {stack_name}: {options.workers} workers, "
-            f"{options.channel} channel, {options.partition} partition\n")
+        how = (f"{options.workers} workers, {options.channel} channel, {options.partition} "
+               f"partition" if options.strategy not in (None, AUTO) else
+               f"the planner chooses (auto), at most {options.workers} workers")
+        say(f"execution {name} started on stack {stack_name}: {how}\n")
     return StartedRun(stack, options, aws, network, storage, request, name, execution_arn,
                       timings)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fsd_inference.analysis.summary import api_calls_line, cost_line
 from fsd_inference.app.driver import RunReport
 
@@ -29,6 +31,7 @@ def summary_lines(report: RunReport) -> list[str]:
         batch = run.get("batch")
         inputs = f"{batch:,}" if isinstance(batch, int) else "?"
         lines.append(f"categories: {report.categories.size:,} of {inputs} inputs | {verdict}")
+    lines += auto_lines(run)
     attempts = phases.get("block_attempts", [])
     retried = sum(a - 1 for a in attempts if a > 1)
     lines.append(
@@ -58,6 +61,21 @@ def summary_lines(report: RunReport) -> list[str]:
     if driver:
         lines.append("driver: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s"
                                             for k, v in driver.items()))
+    return lines
+
+
+def auto_lines(run: dict[str, Any]) -> list[str]:
+    """What ``auto`` chose in the Plan step, and the step's other notes."""
+    lines = []
+    auto = run.get("auto")
+    if auto:
+        predicted = auto.get("predicted")
+        figures = (f"; predicted on AWS p50 {predicted['p50_s']:.1f} s, p95 "
+                   f"{predicted['p95_s']:.1f} s, ${predicted['cost_usd']:.5f} (from "
+                   f"{predicted['sampled_rows']:,} sampled rows)" if predicted else "")
+        lines.append(f"auto chose {auto['chosen']}{figures}")
+    lines += [f"note: {note}" for note in run.get("notes", [])
+              if not note.startswith("auto chose")]
     return lines
 
 

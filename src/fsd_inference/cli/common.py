@@ -81,7 +81,9 @@ def add_compute_options(parser: Container) -> None:
 def add_strategy_options(parser: Container, default: str | None, auto: bool = False,
                          default_text: str | None = None) -> None:
     """How to distribute (strategy/compile.py); ``--workers`` counts the tasks. ``auto``:
-    offer the planner's choice (cli/planning.py resolves it before the run starts)."""
+    offer the planner's choice, and its ``--objective`` (fsd infer resolves it before the
+    run starts, cli/planning.py; fsd run sends it to the Plan step, cloud/auto_plan.py)."""
+    from fsd_inference.constants import OBJECTIVES
     from fsd_inference.strategy import AUTO, STRATEGIES
 
     choices = (*STRATEGIES, AUTO) if auto else STRATEGIES
@@ -92,6 +94,10 @@ def add_strategy_options(parser: Container, default: str | None, auto: bool = Fa
                              f"the rows, no exchange; pipeline: stages of layers streaming "
                              f"micro-batches; hybrid: combinations{planner} (default "
                              f"{default_text or default})")
+    if auto:
+        parser.add_argument("--objective", choices=OBJECTIVES,
+                            help="with --strategy auto: what the planner minimises, predicted "
+                                 "on AWS (default cost)")
     parser.add_argument("--stages", type=arguments.positive_int,
                         help="pipeline stages (pipeline, hybrid)")
     parser.add_argument("--groups", type=arguments.positive_int, help="row groups (hybrid)")

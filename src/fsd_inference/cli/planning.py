@@ -31,6 +31,7 @@ from fsd_inference.predict.params import PROFILES, load_service_model
 from fsd_inference.strategy import STRATEGIES
 
 RANK_DRAWS = 50
+DEFAULT_CHANNEL = "queue"  # a run's channel when nothing chose one
 
 
 def dollars(text: str) -> float:
@@ -55,8 +56,9 @@ def add_planner_options(parser: Container) -> None:
     parser.add_argument("--memory", type=arguments.bounded_int(MIN_LAMBDA_MB, MAX_LAMBDA_MB),
                         help="worker memory in MB (default: the planner tries the smallest "
                              "that fits and the steps up to one vCPU, 1,769 MB)")
-    parser.add_argument("--channel", choices=sorted(AWS_TRANSPORTS), default="queue",
-                        help="channel between tasks that exchange (default queue)")
+    parser.add_argument("--channel", choices=sorted(AWS_TRANSPORTS), default=None,
+                        help="channel between tasks that exchange (default: rank both, "
+                             "queue and object)")
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES,
                         default=list(DEFAULT_STRATEGIES),
                         help="strategies to consider (default data pipeline hybrid, and "
@@ -71,22 +73,31 @@ def add_planner_options(parser: Container) -> None:
                              f"{RANK_DRAWS}; the chosen plan gets fsd predict's 300)")
     parser.add_argument("--service", default="aws",
                         help=f"service model: {' or '.join(PROFILES)}, or a parameter file")
+    parser.add_argument("--sample-rows", type=arguments.bounded_int(64, 10**9), metavar="N",
+                        help="trace N evenly spaced rows instead of the whole batch: faster "
+                             "for large batches and networks, an estimate (default: every "
+                             "row, exact counts)")
 
 
 def run_planner(model_path: str, input_path: str, *, objective: str = "cost",
                 deadline: float | None = None, budget: float | None = None,
                 max_workers: int | None = None, memory: int | None = None,
-                channel: str = "queue", strategies: tuple[str, ...] = DEFAULT_STRATEGIES,
+                channel: str | None = None, strategies: tuple[str, ...] = DEFAULT_STRATEGIES,
                 arch: str = DEFAULT_ARCH, region: str | None = None, draws: int = RANK_DRAWS,
                 service: str = "aws", dtype: str = "float64", bias: float | None = None,
                 partition: str = "hypergraph", seed: int = 0, rows: int | None = None,
-                quiet: bool = False) -> tuple[PlanResult, dict[str, Any]]:
+                sample_rows: int | None = None, quiet: bool = False
+                ) -> tuple[PlanResult, dict[str, Any]]:
+    """Plan a job from files. ``channel`` None: rank both AWS channels; ``sample_rows``:
+    trace that many rows instead of the whole batch (predict/sampled.py)."""
     network = load_model(model_path, bias=bias)
     inputs = read_input(input_path, neurons=network.neurons, dtype=dtype)
     if rows is not None:  # fsd run --rows: the job is its first rows
         inputs = inputs[:rows]
-    settings = Settings(channel=channel, memory_mb=memory, arch=arch, region=region,
-                        dtype=dtype, partition=partition, seed=seed, draws=draws)
+    channels = (channel,) if channel else tuple(sorted(AWS_TRANSPORTS))
+    settings = Settings(channels=channels, memory_mb=memory, sample_rows=sample_rows,
+                        arch=arch, region=region, dtype=dtype, partition=partition,
+                        seed=seed, draws=draws)
     limit = max_workers or CloudSettings().max_workers
     if not quiet:
         say(f"planning {network.neurons} x {network.depth}, {inputs.shape[0]:,} inputs, at most "
@@ -108,7 +119,8 @@ def cmd_planner(args: argparse.Namespace) -> int:
         budget=args.budget, max_workers=args.max_workers, memory=args.memory,
         channel=args.channel, strategies=tuple(args.strategies), arch=args.arch,
         region=args.region, draws=args.draws, service=args.service, dtype=args.dtype,
-        bias=args.bias, partition=args.partition, seed=args.seed, quiet=args.quiet)
+        bias=args.bias, partition=args.partition, seed=args.seed,
+        sample_rows=args.sample_rows, quiet=args.quiet)
     for line in table_lines(result):
         print(line)
     print(f"planned in {time.perf_counter() - started:.1f} s")
@@ -116,19 +128,31 @@ def cmd_planner(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_auto(args: argparse.Namespace, channel: str, memory_mb: int | None = None) -> None:
-    """Replace ``--strategy auto`` by the planner's choice (cost objective) in ``args``.
-    ``memory_mb``: the workers' fixed memory (a deployed stack's WorkerMemory, which the
-    Plan step checks shapes against); None lets the planner choose (local runs)."""
-    if args.strategy != "auto":
-        return
+def reject_shape_options(args: argparse.Namespace) -> None:
+    """--stages, --groups, --microbatches belong to a named strategy, not to auto."""
     given = [f"--{n}" for n in ("stages", "groups", "microbatches") if getattr(args, n)]
     if given:
-        raise ConfigError(f"{given[0]} does not apply to --strategy auto (the "
-                                   f"planner chooses the shape): name a strategy")
+        raise ConfigError(f"{given[0]} does not apply to --strategy auto (the planner "
+                          f"chooses the shape): name a strategy")
+
+
+def resolve_auto(args: argparse.Namespace, channel: str | None,
+                 memory_mb: int | None = None) -> None:
+    """Replace ``--strategy auto`` by the planner's choice (cost objective) in ``args``.
+    ``channel``: the one the user named (an AWS one restricts the ranking to it, a local
+    one such as memory keeps it for the run); None: the planner's choice becomes
+    ``args.channel``. ``memory_mb``: the workers' fixed memory (a deployed stack's
+    WorkerMemory, which the Plan step checks shapes against); None lets the planner
+    choose (local runs)."""
+    if args.strategy != "auto":
+        if getattr(args, "objective", None):
+            raise ConfigError("--objective applies to --strategy auto only")
+        return
+    reject_shape_options(args)
     result, _ = run_planner(
-        str(args.model), str(args.input), max_workers=args.workers, memory=memory_mb,
-        channel=channel if channel in AWS_TRANSPORTS else "queue",
+        str(args.model), str(args.input), objective=args.objective or OBJECTIVES[0],
+        max_workers=args.workers, memory=memory_mb,
+        channel=channel if channel in AWS_TRANSPORTS else None,
         dtype=args.dtype, bias=args.bias, partition=args.partition, seed=args.seed,
         rows=getattr(args, "rows", None))
     chosen = result.chosen
@@ -136,6 +160,8 @@ def resolve_auto(args: argparse.Namespace, channel: str, memory_mb: int | None =
     args.strategy, args.workers = options["strategy"], options["workers"]
     args.stages, args.groups = options["stages"], options["groups"]
     args.microbatches = options["microbatches"]
+    if channel is None:
+        args.channel = chosen.candidate.channel or DEFAULT_CHANNEL
     if getattr(args, "layers_per_block", None) is None and len(chosen.shape.stages) == 1:
         args.layers_per_block = options["layers_per_block"]
     say(f"auto chose {chosen.shape.describe()} ({Path(args.model).name}; predicted on AWS "

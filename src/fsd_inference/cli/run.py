@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from fsd_inference.channels import AWS_TRANSPORTS
 from fsd_inference.cli import arguments
@@ -16,12 +17,13 @@ from fsd_inference.cli.common import (
     model_options,
     say,
 )
-from fsd_inference.cli.planning import resolve_auto
-from fsd_inference.cloud.settings import CloudSettings
+from fsd_inference.cli.planning import DEFAULT_CHANNEL, reject_shape_options
 from fsd_inference.config import AwsConfig
 from fsd_inference.constants import STALL_TIMEOUT_S
+from fsd_inference.exceptions import ConfigError
 from fsd_inference.model.inputs import sample_input_path
 from fsd_inference.partition import PARTITIONERS
+from fsd_inference.strategy import AUTO
 
 DEFAULT_OUT = "categories.txt"  # in the working directory, where the user looks
 
@@ -41,16 +43,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         stack_outputs(args.stack, aws or AwsConfig())
     args.model = args.model or str(demo_model(say))
     args.input = args.input or str(sample_input_path())
-    resolve_auto(args, args.channel, CloudSettings().worker_memory_mb)
+    if args.strategy == AUTO:  # the Plan step asks the planner (cloud/auto_plan.py)
+        reject_shape_options(args)
+    elif args.objective:
+        raise ConfigError("--objective applies to --strategy auto only")
+    else:
+        args.channel = args.channel or DEFAULT_CHANNEL
     options = RunOptions(
         model=Path(args.model), input=Path(args.input),
         workers=args.workers, channel=args.channel, partition=args.partition, seed=args.seed,
         dtype=args.dtype, layers_per_block=args.layers_per_block,
         message_limit=args.message_limit, receive_timeout_s=args.timeout, rows=args.rows,
         bias=args.bias, strategy=args.strategy, stages=args.stages, groups=args.groups,
-        microbatches=args.microbatches, stall_s=args.stall_timeout)
+        microbatches=args.microbatches, stall_s=args.stall_timeout, objective=args.objective)
+    epilogue = None
+    if args.strategy != AUTO and args.planner_view and args.json != "-":
+        from fsd_inference.app.planner_view import planner_view_lines
+
+        def epilogue(metrics: dict[str, Any]) -> list[str]:
+            return planner_view_lines(Path(args.model), Path(args.input), args.rows,
+                                      args.dtype, args.bias, metrics)
+
     return run_and_report(options, Path(args.out), args.json, stack=args.stack, aws=aws,
-                          quiet=args.quiet, plot=Path(args.plot) if args.plot else None)
+                          quiet=args.quiet, plot=Path(args.plot) if args.plot else None,
+                          epilogue=epilogue)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -84,8 +100,9 @@ def register(sub: Subparsers) -> None:
     run.add_argument("--workers", type=arguments.cloud_workers, default=8,
                      help="number of tasks: Lambda workers per block (default 8)")
     add_strategy_options(run, "neuron", auto=True)
-    run.add_argument("--channel", default="queue", choices=sorted(AWS_TRANSPORTS),
-                     help="communication channel (default queue)")
+    run.add_argument("--channel", default=None, choices=sorted(AWS_TRANSPORTS),
+                     help=f"communication channel (default {DEFAULT_CHANNEL}; with "
+                          f"--strategy auto, the planner's choice)")
     run.add_argument("--partition", default="hypergraph", choices=sorted(PARTITIONERS),
                      help="partitioner (default hypergraph)")
     run.add_argument("--seed", type=arguments.seed, default=0, help="partitioner seed (default 0)")
@@ -105,6 +122,9 @@ def register(sub: Subparsers) -> None:
     run.add_argument("--plot", metavar="PNG",
                      help="also draw the run's timeline and traffic heatmap here (needs "
                           "matplotlib: the 'plot' extra)")
+    run.add_argument("--no-planner-view", dest="planner_view", action="store_false",
+                     help="do not end with the planner's view of the same job (what "
+                          "--strategy auto would choose, predicted on AWS: a few seconds)")
     run.add_argument("--stack", help="run on this deployed stack (sam deploy) instead of the "
                                      "embedded local AWS")
     run.add_argument("--endpoint-url", help="with --stack: the AWS endpoint (default: "

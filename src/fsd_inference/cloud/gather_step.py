@@ -124,6 +124,7 @@ def metrics_document(run: RunInfo, manifest: dict[str, Any], blocks: list[dict[s
                      "blocks_s": [block_seconds[b] for b in sorted(block_seconds)]},
         "plan": manifest.get("plan", {}),
         "notes": manifest.get("notes", []),
+        "auto": manifest.get("auto"),
         "lambda": lambda_section,
         "api_calls_outside_workers": dict(manifest.get("api_calls", {})),
         "summary": summarize(workers),

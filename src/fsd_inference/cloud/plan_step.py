@@ -7,11 +7,15 @@ Input (the execution's input, as ``request``; the execution name from the contex
      "workers": 8, "channel": "queue", "partition": "hypergraph", "seed": 0,
      "dtype": "float64", "message_limit": 1048576, "receive_timeout_s": 120,
      "layers_per_block": 20, "bias": null, "rows": null, "expect": null,
-     "strategy": "neuron", "stages": null, "groups": null, "microbatches": null}
+     "strategy": "auto", "stages": null, "groups": null, "microbatches": null,
+     "objective": "cost", "deadline_s": null, "budget_usd": null}
 
 ``strategy`` (neuron, data, pipeline, hybrid) with ``stages`` / ``groups`` /
 ``microbatches`` compiles to the run's shape (strategy/compile.py); ``workers`` is the
-number of tasks, i.e. Lambda functions per block.
+number of tasks, i.e. Lambda functions per block. ``auto`` (the default) lets the planner
+choose the strategy, shape and (when the request names none) the channel by predicted
+``objective`` (cost or latency), within ``deadline_s`` (p95) and ``budget_usd`` if given,
+using at most ``workers`` tasks (cloud/auto_plan.py).
 
 Everything but model, input and workers has a default (cloud.settings). Output: the
 small state the rest of the machine carries (``run``), the Map's items (worker ids)
@@ -68,7 +72,7 @@ from fsd_inference.cloud.schema import (
     to_builtins,
 )
 from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
-from fsd_inference.constants import DEFAULT_DTYPE, DTYPES, MAX_PARTS
+from fsd_inference.constants import DEFAULT_DTYPE, DTYPES, MAX_PARTS, OBJECTIVES
 from fsd_inference.exceptions import ConfigError, FsdError
 from fsd_inference.metrics import WorkerMetrics
 from fsd_inference.model.base import NetworkSource
@@ -80,11 +84,11 @@ from fsd_inference.partition.cache import cache_path, ownership
 from fsd_inference.partition.plan import CommPlan, write_shards
 from fsd_inference.storage import Storage, storage_for
 from fsd_inference.strategy import AUTO, STRATEGIES, Shape, compile_shape, shape_owners
+from fsd_inference.strategy.memory import task_memory_mb
 
 DEFAULT_RECEIVE_TIMEOUT_S = 120.0
 UPLOAD_THREADS = 8
-DEFAULT_STRATEGY = "neuron"
-RUNTIME_RESERVE_MB = 300  # Python, numpy, scipy, boto3 and the channel's buffers
+DEFAULT_STRATEGY = AUTO
 
 TransportFactory = Callable[[str, int, ChannelConfig], Transport]
 
@@ -109,9 +113,14 @@ class RequestSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     stages: Workers | None = None
     groups: Workers | None = None
     microbatches: Annotated[int, msgspec.Meta(ge=1, le=MAX_PARTS)] | None = None
+    objective: str | None = None  # auto only; None: cost
+    deadline_s: Annotated[float, msgspec.Meta(gt=0)] | None = None  # auto only
+    budget_usd: Annotated[float, msgspec.Meta(gt=0)] | None = None  # auto only
 
     def __post_init__(self) -> None:
         require_finite("bias", self.bias)
+        require_finite("deadline_s", self.deadline_s)
+        require_finite("budget_usd", self.budget_usd)
 
 
 class PlanRequest(msgspec.Struct, frozen=True):
@@ -134,6 +143,10 @@ class PlanRequest(msgspec.Struct, frozen=True):
     stages: int | None = None
     groups: int | None = None
     microbatches: int | None = None
+    channel_named: bool = True  # False: the deployment's default (auto may choose)
+    objective: str = "cost"
+    deadline_s: float | None = None
+    budget_usd: float | None = None
 
 
 def _key(name: str, value: str | None, bucket: str) -> str | None:
@@ -169,13 +182,10 @@ def parse_request(data: Any, settings: CloudSettings,
         raise RequestError("channel", f"{channel!r} cannot connect these tasks; choose "
                                       f"one of {', '.join(sorted(channels))}")
     strategy = spec.strategy or DEFAULT_STRATEGY
-    if strategy == AUTO:  # a reference pass and dozens of predictions: not in this step
-        raise RequestError("strategy", "auto is resolved before the execution starts (fsd "
-                                       "run --strategy auto, or fsd plan --objective cost "
-                                       "prints the options): name a strategy here")
-    if strategy not in STRATEGIES:
+    if strategy not in (*STRATEGIES, AUTO):
         raise RequestError("strategy", f"unknown strategy {strategy!r}; choose one of "
-                                       f"{', '.join(STRATEGIES)}")
+                                       f"{', '.join((AUTO, *STRATEGIES))}")
+    _check_auto_fields(spec, strategy)
     partition = spec.partition or settings.partition
     if partition not in PARTITIONERS:
         raise RequestError("partition", f"unknown partitioner {partition!r}; choose one of "
@@ -197,7 +207,26 @@ def parse_request(data: Any, settings: CloudSettings,
         layers_per_block=spec.layers_per_block, bias=spec.bias, rows=spec.rows,
         expect=_key("expect", spec.expect, bucket), strategy=strategy,
         stages=spec.stages, groups=spec.groups, microbatches=spec.microbatches,
+        channel_named=spec.channel is not None, objective=spec.objective or OBJECTIVES[0],
+        deadline_s=spec.deadline_s, budget_usd=spec.budget_usd,
     )
+
+
+def _check_auto_fields(spec: RequestSpec, strategy: str) -> None:
+    """The planner's fields belong to auto, the shape's fields to a named strategy."""
+    if strategy == AUTO:
+        for name in ("stages", "groups", "microbatches"):
+            if getattr(spec, name) is not None:
+                raise RequestError(name, "does not apply to strategy auto (the planner "
+                                         "chooses the shape): name a strategy, or leave "
+                                         f"{name} out")
+        if spec.objective is not None and spec.objective not in OBJECTIVES:
+            raise RequestError("objective", f"unknown objective {spec.objective!r}; choose "
+                                            f"one of {', '.join(OBJECTIVES)}")
+        return
+    for name in ("objective", "deadline_s", "budget_usd"):
+        if getattr(spec, name) is not None:
+            raise RequestError(name, f"applies to strategy auto only, not {strategy}")
 
 
 def map_mode(workers: int, settings: CloudSettings) -> MapMode:
@@ -331,17 +360,6 @@ def _upload_work(storage: Storage, run: RunInfo, network: NetworkSource,
     return plan
 
 
-def task_memory_mb(shape: Shape, neurons: int, edges: int, batch: int, dtype: str) -> float:
-    """Memory the largest task of ``shape`` needs, holding ``edges`` weights (the planner
-    filters candidates with it): the weights (CSR: index + value per edge), a dense-enough
-    bound on its activations (every row of its group, all its columns, in ``dtype``) and
-    the runtime's reserve."""
-    itemsize = np.dtype(dtype).itemsize
-    rows = shape.group_rows(0, batch)[1]
-    activations = 3 * rows * neurons * itemsize // max(1, shape.stages[0].parts)
-    return (edges * (4 + itemsize) + activations) / 2**20 + RUNTIME_RESERVE_MB
-
-
 def check_memory(shape: Shape, neurons: int, plan: CommPlan, batch: int, dtype: str,
                  memory_mb: int) -> None:
     """Refuse a shape whose largest task would not fit its function's memory: the
@@ -379,6 +397,7 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
         fingerprint = network.fingerprint()
         phases["load_s"] = time.perf_counter() - tick
         notes: list[str] = []
+        auto: dict[str, Any] | None = None
         if not request.model.endswith(SUFFIX):
             bundle = model_key(fingerprint)
             if not storage.exists(bundle):
@@ -386,6 +405,14 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
                 storage.put_file(bundle, directory / "model.fsdm")
             notes.append(f"the TSV model is cached as {storage.uri(bundle)}: "
                          f"pass that key as model next time to skip the conversion")
+        if request.strategy == AUTO:
+            from fsd_inference.cloud.auto_plan import resolve_auto_request  # the planner's
+            # imports (the predictor, its service model) only for the runs that use it
+
+            tick = time.perf_counter()
+            request, auto = resolve_auto_request(request, network, inputs, settings)
+            phases["auto_s"] = time.perf_counter() - tick
+            notes.append(f"auto chose {auto['chosen']}: {auto['why']}")
         try:
             shape = compile_shape(request.strategy, request.workers, network.depth,
                                   int(inputs.shape[0]), stages=request.stages,
@@ -418,6 +445,7 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
     manifest = {
         "run": run.to_dict(),
         "request": to_builtins(request),
+        "auto": auto,
         "execution_name": execution_name,
         "notes": notes,
         "history_events": history_events(run.workers, run.blocks, run.map),

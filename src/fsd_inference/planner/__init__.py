@@ -4,7 +4,8 @@ auto`` runs its choice."""
 
 from __future__ import annotations
 
-from fsd_inference.planner.choose import OBJECTIVES, Constraints, NoFeasiblePlan
+from fsd_inference.constants import OBJECTIVES
+from fsd_inference.planner.choose import Constraints, NoFeasiblePlan
 from fsd_inference.planner.evaluate import Evaluated, Settings
 from fsd_inference.planner.plan import PlanResult, plan_job
 

@@ -7,6 +7,11 @@
 - ``neuron``: P workers exchanging every layer, P in 8, 16, 32, ... (the published
   design; its prediction partitions and counts every block, so it is the slow one).
 
+Every shape that exchanges is a candidate once per channel (queue: SQS with S3 for what
+exceeds a message; object: S3 alone): which is cheaper or faster depends on how many
+messages cross and how large they are, so the planner ranks both rather than being told.
+A data shape exchanges nothing, so its channel is None.
+
 Powers of two keep the list short (a few dozen plans) while covering every scale up to
 ``max_workers``; a user who wants another size runs ``fsd predict`` on it. Memory sizes:
 the smallest that fits the largest task, and the standard steps above it up to one full
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fsd_inference.channels import AWS_TRANSPORTS
 from fsd_inference.exceptions import ConfigError
 from fsd_inference.strategy import STRATEGIES, Shape, compile_shape
 
@@ -43,6 +49,7 @@ class Candidate:
     stages: int | None = None
     groups: int | None = None
     microbatches: int | None = None
+    channel: str | None = None  # None: the shape exchanges nothing
 
     def shape(self, depth: int, batch: int) -> Shape:
         return compile_shape(self.strategy, self.workers, depth, batch, stages=self.stages,
@@ -51,7 +58,7 @@ class Candidate:
     def label(self) -> str:
         """Short, and the options that reproduce it."""
         parts = [f"--strategy {self.strategy}", f"--workers {self.workers}"]
-        for name in ("stages", "groups", "microbatches"):
+        for name in ("stages", "groups", "microbatches", "channel"):
             value = getattr(self, name)
             if value is not None:
                 parts.append(f"--{name} {value}")
@@ -67,23 +74,30 @@ def powers(low: int, high: int) -> list[int]:
 
 
 def enumerate_candidates(depth: int, batch: int, max_workers: int,
-                         strategies: tuple[str, ...] = STRATEGIES) -> list[Candidate]:
+                         strategies: tuple[str, ...] = STRATEGIES,
+                         channels: tuple[str, ...] = tuple(sorted(AWS_TRANSPORTS))
+                         ) -> list[Candidate]:
     """Every candidate whose shape compiles (see the module docstring)."""
     unknown = [s for s in strategies if s not in STRATEGIES]
+    unknown += [c for c in channels if c not in AWS_TRANSPORTS]
     if unknown:
-        raise ConfigError(f"unknown strategy {unknown[0]!r}; choose from "
-                          f"{', '.join(STRATEGIES)}")
+        raise ConfigError(f"unknown strategy or channel {unknown[0]!r}; choose from "
+                          f"{', '.join(STRATEGIES)} and {', '.join(sorted(AWS_TRANSPORTS))}")
+    if not channels:
+        raise ConfigError("the planner needs at least one channel to consider")
     found: list[Candidate] = []
     if "data" in strategies:
         found += [Candidate("data", p) for p in powers(1, min(max_workers, batch))]
     stages = powers(2, min(max_workers, depth, MAX_STAGES))
-    if "pipeline" in strategies:
-        found += [Candidate("pipeline", s, stages=s) for s in stages]
-    if "hybrid" in strategies:
-        found += [Candidate("hybrid", g * s, stages=s, groups=g)
-                  for g in powers(2, max_workers) for s in stages if g * s <= max_workers]
-    if "neuron" in strategies:
-        found += [Candidate("neuron", p) for p in powers(NEURON_MIN_WORKERS, max_workers)]
+    for channel in channels:
+        if "pipeline" in strategies:
+            found += [Candidate("pipeline", s, stages=s, channel=channel) for s in stages]
+        if "hybrid" in strategies:
+            found += [Candidate("hybrid", g * s, stages=s, groups=g, channel=channel)
+                      for g in powers(2, max_workers) for s in stages if g * s <= max_workers]
+        if "neuron" in strategies:
+            found += [Candidate("neuron", p, channel=channel)
+                      for p in powers(NEURON_MIN_WORKERS, max_workers)]
     usable = []
     for candidate in found:
         try:

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from fsd_inference.exceptions import FsdError
 from fsd_inference.planner.evaluate import Evaluated
 
-OBJECTIVES = ("cost", "latency")
-
 
 class NoFeasiblePlan(FsdError):
     """No candidate meets the constraints; says which constraint and the closest plan."""
@@ -77,7 +75,8 @@ def describe(e: Evaluated) -> str:
                 f"{shape.microbatches} micro-batches")
     else:
         text = f"neuron x{c.workers}"
-    return f"{text} at {e.memory_mb:,} MB"
+    over = f" over {c.channel}" if c.channel else ""
+    return f"{text}{over} at {e.memory_mb:,} MB"
 
 
 def why(chosen: Evaluated, ranked: list[Evaluated], constraints: Constraints,

@@ -22,8 +22,8 @@ from typing import Any
 
 import scipy.sparse as sp
 
-from fsd_inference.cloud.plan_step import task_memory_mb
-from fsd_inference.model.network import Network
+from fsd_inference.model.base import NetworkSource
+from fsd_inference.model.network import Network, materialise
 from fsd_inference.planner.candidates import (
     FULL_VCPU_MB,
     INVOCATION_BUDGET_S,
@@ -33,6 +33,7 @@ from fsd_inference.planner.candidates import (
 from fsd_inference.predict.document import build_document
 from fsd_inference.predict.params import ServiceModel
 from fsd_inference.predict.predictor import PredictOptions, predict
+from fsd_inference.predict.sampled import sampled_trace
 from fsd_inference.predict.shaped_predict import (
     ShapeOptions,
     predict_shape,
@@ -41,13 +42,18 @@ from fsd_inference.predict.shaped_predict import (
 )
 from fsd_inference.predict.trace import Trace, trace_run
 from fsd_inference.strategy import Shape
+from fsd_inference.strategy.memory import task_memory_mb
+
+# The blocks are encoded once, as one frame each, under an execution id of the real length
+# (frames are re-cut per message limit by the predictor)
+TRACE_EXECUTION = "fsd-20260101-000000-000000"
 
 
 @dataclass(frozen=True)
 class Settings:
     """What every candidate shares."""
 
-    channel: str = "queue"
+    channels: tuple[str, ...] = ("object", "queue")  # those the planner ranks
     memory_mb: int | None = None  # None: the planner tries memory_options
     arch: str = "arm64"
     region: str | None = None
@@ -56,6 +62,7 @@ class Settings:
     seed: int = 0
     draws: int = 50
     message_limit: int = 1024 * 1024
+    sample_rows: int | None = None  # None: trace every row; else predict/sampled.py
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class Evaluated:
         c = self.candidate
         return {"strategy": c.strategy, "workers": c.workers, "stages": c.stages,
                 "groups": c.groups, "microbatches": self.shape.microbatches,
+                "channel": c.channel,
                 "layers_per_block": self.layers_per_block, "memory_mb": self.memory_mb}
 
 
@@ -85,11 +93,13 @@ def _refused(candidate: Candidate, shape: Shape, needed: float, why: str) -> Eva
     return Evaluated(candidate, shape, 0, needed, None, nan, nan, nan, nan, why)
 
 
-def trace_for(network: Network, inputs: sp.csr_matrix, shapes: list[Shape], settings: Settings
+def trace_for(network: NetworkSource, inputs: sp.csr_matrix, shapes: list[Shape], settings: Settings
               ) -> Trace:
     keys = [key for shape in shapes for key in wanted_blocks(shape, int(inputs.shape[0]))]
-    return trace_run(network, inputs, settings.dtype, keys, "fsd-20260101-000000-000000",
-                     1 << 40)
+    if settings.sample_rows is not None:
+        return sampled_trace(network, inputs, settings.dtype, keys, TRACE_EXECUTION, 1 << 40,
+                             settings.sample_rows)
+    return trace_run(network, inputs, settings.dtype, keys, TRACE_EXECUTION, 1 << 40)
 
 
 def evaluate_shaped(trace: Trace, candidate: Candidate, shape: Shape, settings: Settings,
@@ -103,7 +113,8 @@ def evaluate_shaped(trace: Trace, candidate: Candidate, shape: Shape, settings: 
                          f"{limit:,} MB: more stages (or neuron parts) would split the model")]
     out = []
     for memory in sizes:
-        options = ShapeOptions(channel=settings.channel, memory_mb=memory, arch=settings.arch,
+        options = ShapeOptions(channel=candidate.channel or "queue", memory_mb=memory,
+                               arch=settings.arch,
                                message_limit=settings.message_limit, draws=draws,
                                seed=settings.seed, region=settings.region,
                                layers_per_block=shape.depth)
@@ -130,7 +141,7 @@ def evaluate_neuron(network: Network, inputs: sp.csr_matrix, candidate: Candidat
                     shape: Shape, settings: Settings, model: ServiceModel, draws: int
                     ) -> Evaluated:
     memory = settings.memory_mb or FULL_VCPU_MB
-    options = PredictOptions(workers=candidate.workers, channel=settings.channel,
+    options = PredictOptions(workers=candidate.workers, channel=candidate.channel or "queue",
                              memory_mb=memory, arch=settings.arch,
                              message_limit=settings.message_limit,
                              partition=settings.partition, seed=settings.seed,
@@ -152,7 +163,7 @@ def evaluate_neuron(network: Network, inputs: sp.csr_matrix, candidate: Candidat
                      float(predicted["cost"]["total_usd"]), longest, refused, document)
 
 
-def evaluate(network: Network, inputs: sp.csr_matrix, candidates: list[Candidate],
+def evaluate(network: NetworkSource, inputs: sp.csr_matrix, candidates: list[Candidate],
              settings: Settings, model: ServiceModel, draws: int | None = None,
              trace: Trace | None = None) -> tuple[list[Evaluated], Trace | None]:
     """Every candidate at every memory size it may use (see the module docstring)."""
@@ -172,6 +183,7 @@ def evaluate(network: Network, inputs: sp.csr_matrix, candidates: list[Candidate
                                 "hybrid shapes with neuron parts inside a stage are not "
                                 "predicted yet"))
         else:
-            out.append(evaluate_neuron(network, inputs, candidate, shapes[candidate],
+            whole = network if isinstance(network, Network) else materialise(network)
+            out.append(evaluate_neuron(whole, inputs, candidate, shapes[candidate],
                                        settings, model, draws))
     return out, trace

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import scipy.sparse as sp
 
-from fsd_inference.model.network import Network
+from fsd_inference.model.base import NetworkSource
 from fsd_inference.planner.candidates import enumerate_candidates
 from fsd_inference.planner.choose import Constraints, NoFeasiblePlan, rank, why
 from fsd_inference.planner.evaluate import Evaluated, Settings, evaluate
@@ -32,27 +32,29 @@ class PlanResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def model_megabytes(network: Network, dtype: str) -> float:
+def model_megabytes(network: NetworkSource, dtype: str) -> float:
     """The weights in memory (CSR: 4-byte index + value per edge)."""
     return network.edges * (4 + np.dtype(dtype).itemsize) / 2**20
 
 
-def plan_job(network: Network, inputs: sp.csr_matrix, constraints: Constraints,
+def plan_job(network: NetworkSource, inputs: sp.csr_matrix, constraints: Constraints,
              settings: Settings, model: ServiceModel, max_workers: int,
-             strategies: tuple[str, ...] = DEFAULT_STRATEGIES, final_draws: int = DEFAULT_DRAWS
-             ) -> PlanResult:
-    """Rank every candidate plan and choose (see fsd_inference.planner.choose)."""
+             strategies: tuple[str, ...] = DEFAULT_STRATEGIES, final_draws: int = DEFAULT_DRAWS,
+             neuron_fallback: bool = True) -> PlanResult:
+    """Rank every candidate plan and choose (see fsd_inference.planner.choose).
+    ``neuron_fallback``: predict neuron plans when nothing else fits (minutes each); the
+    Plan step says no and falls back without predicting (cloud/auto_plan.py)."""
     started = time.perf_counter()
     candidates = enumerate_candidates(network.depth, int(inputs.shape[0]), max_workers,
-                                      strategies)
+                                      strategies, settings.channels)
     if not candidates:
         raise NoFeasiblePlan(f"no candidate plan with at most {max_workers} workers for "
                              f"{inputs.shape[0]} inputs and strategies {', '.join(strategies)}")
     evaluated, trace = evaluate(network, inputs, candidates, settings, model)
-    if "neuron" not in strategies and all(e.refused for e in evaluated):
+    if neuron_fallback and "neuron" not in strategies and all(e.refused for e in evaluated):
         # nothing without neuron exchange fits: the one case the published design is for
         fallback = enumerate_candidates(network.depth, int(inputs.shape[0]), max_workers,
-                                        ("neuron",))
+                                        ("neuron",), settings.channels)
         evaluated += evaluate(network, inputs, fallback, settings, model, trace=trace)[0]
     ranked = rank(evaluated, constraints)
     ranked_at = time.perf_counter()

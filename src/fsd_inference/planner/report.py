@@ -24,7 +24,7 @@ def best_per_shape(ranked: list[Evaluated]) -> list[Evaluated]:
 
 
 def _row(rank: str, e: Evaluated) -> str:
-    return (f"{rank:>4}  {describe(e):<58} {e.candidate.workers:>5}  {e.p50:>8.1f}  "
+    return (f"{rank:>4}  {describe(e):<66} {e.candidate.workers:>5}  {e.p50:>8.1f}  "
             f"{e.p95:>8.1f}  {e.cost_usd:>10.5f}")
 
 
@@ -34,11 +34,11 @@ def table_lines(result: PlanResult) -> list[str]:
     limits += [f"budget ${c.budget_usd:g}"] if c.budget_usd is not None else []
     refused = [e for e in result.evaluated if e.refused]
     lines = [
-        f"objective {c.objective}{'; ' + ', '.join(limits) if limits else ''}; {s.channel} "
-        f"channel, {s.arch}; {len(result.evaluated)} plans predicted "
+        f"objective {c.objective}{'; ' + ', '.join(limits) if limits else ''}; channels "
+        f"{' and '.join(s.channels)}, {s.arch}; {len(result.evaluated)} plans predicted "
         f"({len(refused)} refused, {len(result.ranked)} within the constraints), "
         f"{s.draws} draws each for ranking",
-        f"{'rank':>4}  {'plan (best memory of each shape)':<58} {'tasks':>5}  {'p50 s':>8}  "
+        f"{'rank':>4}  {'plan (best memory of each shape)':<66} {'tasks':>5}  {'p50 s':>8}  "
         f"{'p95 s':>8}  {'cost $':>10}",
     ]
     best = best_per_shape(result.ranked)
@@ -80,7 +80,7 @@ def plan_document(result: PlanResult, model: dict[str, Any]) -> dict[str, Any]:
     return {
         "model": model,
         "objective": c.objective, "deadline_s": c.deadline_s, "budget_usd": c.budget_usd,
-        "channel": result.settings.channel, "arch": result.settings.arch,
+        "channels": list(result.settings.channels), "arch": result.settings.arch,
         "chosen": _entry(result.chosen), "why": result.why,
         "ranked": [_entry(e) for e in result.ranked],
         "refused": [_entry(e) for e in result.evaluated if e.refused],

@@ -20,7 +20,6 @@ import numpy as np
 
 from fsd_inference.channels import ChannelConfig
 from fsd_inference.cloud.history import state_transitions
-from fsd_inference.cloud.plan_step import task_memory_mb
 from fsd_inference.cost import estimate_cost, load_prices
 from fsd_inference.predict.engine import DEFAULT_DRAWS, Simulation, simulate
 from fsd_inference.predict.neuron import cpu_factor
@@ -43,6 +42,7 @@ from fsd_inference.predict.shaped import (
 )
 from fsd_inference.predict.trace import BlockKey, Trace
 from fsd_inference.predict.wire import GET, PUT, WireOptions
+from fsd_inference.strategy.memory import task_memory_mb
 from fsd_inference.strategy.shape import Shape
 
 SQS_BILLING = 64 * 1024
@@ -87,7 +87,7 @@ def wanted_blocks(shape: Shape, batch: int) -> list[BlockKey]:
 
 
 def shape_memory_mb(trace: Trace, shape: Shape) -> float:
-    """Memory the largest task needs (the Plan step's check, cloud/plan_step.py)."""
+    """Memory the largest task needs (the Plan step's check, strategy/memory.py)."""
     edges = max(int(trace.layer_edges[s.first - 1:s.last].sum()) for s in shape.stages)
     return task_memory_mb(shape, trace.neurons, edges, trace.batch, trace.dtype)
 

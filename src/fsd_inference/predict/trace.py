@@ -64,6 +64,7 @@ class Trace:
     blocks: dict[BlockKey, Encoded]
     categories: int
     seconds: dict[str, float] = field(default_factory=dict)
+    sampled_rows: int | None = None  # None: every row traced (predict/sampled.py)
 
     def __post_init__(self) -> None:
         # work[k, r]: kernel seconds of layers 1..k on rows 0..r-1 (each layer's seconds
