@@ -142,7 +142,7 @@ def smoke(scratch: Path) -> dict[str, Any]:
         execution = "smoke-from-packages"
         request = {"model": "models/net.fsdm", "input": "inputs/sample.tsv.gz",
                    "rows": SMOKE_ROWS, "workers": SMOKE_WORKERS, "channel": "queue",
-                   "partition": "hypergraph", "layers_per_block": 3}
+                   "partition": "hypergraph", "layers_per_block": 3, "strategy": "neuron"}
         state = _call("plan", plan_package, runtime, {"execution": execution,
                                                       "request": request}, environment,
                       scratch)

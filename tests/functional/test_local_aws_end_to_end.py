@@ -342,6 +342,21 @@ def test_the_small_state_machine_request_succeeds(emulator: Emulator) -> None:
                                   reference(cached_network(SMALL), request["rows"]))
 
 
+def test_the_auto_request_runs_what_the_planner_chose(emulator: Emulator) -> None:
+    """statemachine_auto.json: no shape, only an objective; the Plan step chooses within
+    the stack's WorkerMemory and the request's 8 workers, and the run is the reference's."""
+    request = event("statemachine_auto")
+    done = emulator.execute(request)
+    assert done["status"] == "SUCCEEDED", done
+    output = json.loads(done["output"])
+    np.testing.assert_array_equal(emulator.categories(output),
+                                  reference(cached_network(SMALL), request["rows"]))
+    auto = output["auto"]
+    assert auto["why"].startswith("fastest of"), auto  # the latency objective
+    assert output["shape"].split(":")[0] in ("data", "pipeline", "hybrid")
+    assert auto["predicted"]["p50_s"] > 0 and auto["predicted"]["sampled_rows"] == 300
+
+
 # ----------------------------------------------------------------------------- 42 workers
 
 
@@ -447,6 +462,7 @@ def test_ctrl_c_stops_the_emulator_and_everything_it_started(emulator: Emulator)
 EXERCISED = {
     "statemachine_default": test_the_demo_request_runs,
     "statemachine_small": test_the_small_state_machine_request_succeeds,
+    "statemachine_auto": test_the_auto_request_runs_what_the_planner_chose,
     "plan_default": test_a_plan_event_plans_its_run,
     "plan_small": test_a_plan_event_plans_its_run,
     "worker_block": test_the_worker_gather_and_cleanup_events_act_on_the_demo_run,

@@ -213,7 +213,8 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st
                     | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
 FIELDS = ["model", "input", "workers", "channel", "partition", "seed", "dtype",
           "message_limit", "receive_timeout_s", "layers_per_block", "bias", "rows", "expect",
-          "run"]
+          "run", "strategy", "stages", "groups", "microbatches", "objective", "deadline_s",
+          "budget_usd"]
 SETTINGS = CloudSettings(aws=AwsConfig(endpoint_url=None, region="us-east-1",
                                        bucket="fsd-fuzz"), partition="random")
 

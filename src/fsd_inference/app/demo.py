@@ -34,7 +34,8 @@ INPUT_KEY = "inputs/mnist-1024-first10k.tsv.gz"
 EVENTS_EXECUTION = "demo-1024x6-p3-queue"
 EVENTS_REQUEST: dict[str, Any] = {
     "model": f"models/radixnet-1024x6-seed3{SUFFIX}", "input": INPUT_KEY, "rows": 300,
-    "workers": 3, "channel": "queue", "partition": "hypergraph", "layers_per_block": 2}
+    "workers": 3, "channel": "queue", "partition": "hypergraph", "layers_per_block": 2,
+    "strategy": "neuron"}
 Say = Callable[[str], None]
 
 

@@ -166,12 +166,21 @@ def gather_step(run: RunInfo, settings: CloudSettings | None = None,
         "execution": run.execution,
         "categories": int(categories.size),
         "inputs": run.batch,
+        "shape": run.shape.describe(),  # what ran: with strategy auto, what was chosen
+        "auto": _auto_summary(document.get("auto")),
         "expected_match": match,
         "categories_uri": storage.uri(layout.categories),
         "metrics_uri": storage.uri(layout.metrics_document),
         "cost_usd": document["cost"]["total_usd"],
         "totals": run_totals(document),
     }
+
+
+def _auto_summary(auto: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The planner's choice in a few fields (the manifest and metrics keep all of it)."""
+    if not auto:
+        return None
+    return {"chosen": auto["chosen"], "why": auto["why"], "predicted": auto["predicted"]}
 
 
 def run_totals(document: dict[str, Any]) -> dict[str, float]:
