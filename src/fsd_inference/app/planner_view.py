@@ -53,9 +53,11 @@ def planner_view_lines(model: Path, input_path: Path, rows: int | None, dtype: s
     batch = int(inputs.shape[0])
     basis = (f"{DEFAULT_SAMPLE_ROWS:,} sampled rows" if batch > DEFAULT_SAMPLE_ROWS
              else "every row")
+    latency = ("the same plan" if fastest.candidate == result.chosen.candidate
+               and fastest.memory_mb == result.chosen.memory_mb
+               else f"{_plan(fastest)} (ranking draws)")
     return [
         f"{head}: for cost, {_plan(result.chosen)}{ran}",
-        f"  for latency, {_plan(fastest)} (ranking draws); {len(result.ranked)} plans "
-        f"ranked from {basis} in {time.perf_counter() - started:.1f} s; predictions, not "
-        f"measurements",
+        f"  for latency, {latency}; {len(result.ranked)} plans ranked from {basis} in "
+        f"{time.perf_counter() - started:.1f} s; predictions, not measurements",
     ]
