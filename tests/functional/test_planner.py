@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import scipy.sparse as sp
 
@@ -28,6 +29,7 @@ from fsd_inference.model.binary import save_network
 from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path
 from fsd_inference.model.network import Network
+from fsd_inference.model.reference import infer
 from fsd_inference.model.tsv import read_input, write_input
 from fsd_inference.planner import Constraints, NoFeasiblePlan, PlanResult, Settings, plan_job
 from fsd_inference.planner.choose import rank
@@ -247,3 +249,16 @@ def test_auto_in_the_plan_step_falls_back_or_names_the_constraint(
     with pytest.raises(RequestError, match="deadline") as caught:
         resolve_auto_request(_request(roomy, deadline_s=0.001), network, inputs, roomy)
     assert caught.value.field == "deadline_s"
+
+
+def test_auto_reaching_the_plan_step_of_local_tasks_keeps_their_channel(
+        small: tuple[Network, sp.csr_matrix]) -> None:
+    """fsd infer's tasks run the same Plan step: ``auto`` there is ranked as if on AWS,
+    and the local memory channel stays the run's channel."""
+    network, inputs = small
+    result = run_inference(network, inputs, InferOptions(workers=4, channel="memory",
+                                                         strategy="auto"))
+    document = result.metrics_document()
+    assert document["auto"]["options"]["strategy"] == document["shape"]["strategy"]
+    assert document["channel"] in ("memory", "none")  # none: the choice exchanges nothing
+    np.testing.assert_array_equal(result.categories, infer(network, inputs).categories)

@@ -43,11 +43,12 @@ def plan_for_deployment(network: NetworkSource, inputs: sp.csr_matrix,
                         constraints: Constraints, dtype: str = "float64",
                         message_limit: int = 1024 * 1024) -> PlanResult:
     """The planner within a deployment's limits (see the module docstring): what ``auto``
-    chooses in the Plan step, and what ``fsd run`` shows after its demo. ``channel`` None:
-    rank both. Raises NoFeasiblePlan."""
+    chooses in the Plan step, and what ``fsd run`` shows after its demo. ``channel``: an
+    AWS one is the only one ranked; None, or a local one (memory: ``fsd infer``'s tasks,
+    predicted as if on AWS), ranks both. Raises NoFeasiblePlan."""
     region = settings.aws.region if settings.aws.region in price_regions() else None
     planner_settings = Settings(
-        channels=(channel,) if channel else tuple(sorted(AWS_TRANSPORTS)),
+        channels=(channel,) if channel in AWS_TRANSPORTS else tuple(sorted(AWS_TRANSPORTS)),
         memory_mb=settings.worker_memory_mb, arch=settings.arch, region=region, dtype=dtype,
         draws=RANK_DRAWS, message_limit=message_limit, sample_rows=DEFAULT_SAMPLE_ROWS)
     return plan_job(network, inputs, constraints, planner_settings, load_service_model("aws"),
@@ -85,7 +86,8 @@ def resolve_auto_request(request: Any, network: NetworkSource, inputs: sp.csr_ma
         request, strategy=chosen.candidate.strategy, workers=chosen.candidate.workers,
         stages=options["stages"], groups=options["groups"],
         microbatches=options["microbatches"], layers_per_block=layers_per_block,
-        channel=chosen.candidate.channel or request.channel)
+        channel=request.channel if request.channel_named else
+        chosen.candidate.channel or request.channel)
     record = {
         "chosen": describe(chosen), "options": options, "why": result.why,
         "objective": request.objective,
