@@ -98,10 +98,17 @@ class InferOptions:
 @dataclass
 class InferResult:
     categories: np.ndarray
-    activations: sp.csr_matrix
+    gathered: sp.csr_matrix | None  # Y_L of the whole batch, if the caller asked for it
     run: RunInfo
     metrics: dict[str, Any]  # Gather's metrics document (summary, per_worker, cost...)
     phases: dict[str, float]
+
+    @property
+    def activations(self) -> sp.csr_matrix:
+        """Y_L of the whole batch (tests and benchmarks compare its bits)."""
+        if self.gathered is None:
+            raise FsdError("the run was asked for its categories only, not its activations")
+        return self.gathered
 
     @property
     def execution(self) -> str:
@@ -129,9 +136,10 @@ def run_inference(network: Network, inputs: sp.csr_matrix, options: InferOptions
 def infer_files(model: Path, source: Path, options: InferOptions,
                 progress: Callable[[int, int], None] | None = None,
                 transport_factory: TransportFactory | None = None,
-                root: Path | None = None) -> InferResult:
+                root: Path | None = None, activations: bool = True) -> InferResult:
     """Plan, run every block's tasks as processes, gather, clean up; raises WorkerFailed
-    (after the cleanup) if a task fails."""
+    (after the cleanup) if a task fails. ``activations``: also place Y_L in one matrix
+    (the categories do not need it; a dense 10,000 x 4096 Y_L takes seconds)."""
     with _folder(root) as folder:
         storage = FolderStorage(folder)
         model_key = f"models/{Path(model).name}"
@@ -160,7 +168,8 @@ def infer_files(model: Path, source: Path, options: InferOptions,
             phases["workers_s"] = time.perf_counter() - tick
             tick = time.perf_counter()
             gather_step(run, settings, storage)
-            activations = final_activations(storage, run, folder / "gather")
+            gathered = (final_activations(storage, run, folder / "gather") if activations
+                        else None)
             categories = read_categories(storage.path(run.layout.categories))
             metrics = storage.get_json(run.layout.metrics_document)
             phases["gather_s"] = time.perf_counter() - tick
@@ -169,7 +178,7 @@ def infer_files(model: Path, source: Path, options: InferOptions,
             cleanup_step(name, error, settings, storage, transports)
             raise
         cleanup_step(name, None, settings, storage, transports)
-        return InferResult(categories, activations, run, metrics, phases)
+        return InferResult(categories, gathered, run, metrics, phases)
 
 
 @contextmanager
