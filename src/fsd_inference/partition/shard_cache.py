@@ -84,7 +84,9 @@ def _read(entry: Path, owners: np.ndarray, slots: int) -> CommPlan | None:
 
 
 def _cut(network: NetworkSource, owners: np.ndarray, slots: int, entry: Path) -> CommPlan:
-    """Cut the shards into a new entry (replacing a damaged one)."""
+    """Cut the shards into a new entry, replacing a damaged one. Another run may have
+    made the entry meanwhile: a valid one is kept (a run may be linking from it), and
+    a damaged one is moved aside before it is deleted, so the new entry appears whole."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
@@ -92,12 +94,12 @@ def _cut(network: NetworkSource, owners: np.ndarray, slots: int, entry: Path) ->
         digests = np.asarray([_file_digest(staging / shard_name(p)) for p in range(slots)])
         np.savez(staging / PLAN_FILE, volume=plan.volume, copies=plan.copies,
                  work=plan.work, digests=digests)
-        shutil.rmtree(entry, ignore_errors=True)
-        try:
+        if _read(entry, owners, slots) is None:
+            if entry.exists():
+                aside = staging.with_name(staging.name + ".old")
+                os.replace(entry, aside)
+                shutil.rmtree(aside, ignore_errors=True)
             os.replace(staging, entry)
-        except OSError:  # another run filled it meanwhile: theirs is as good as ours
-            if _read(entry, owners, slots) is None:
-                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return plan
