@@ -17,6 +17,7 @@ from fsd_inference.app.infer import InferOptions, WorkerFailed, run_inference
 from fsd_inference.channels.base import ChannelConfig
 from fsd_inference.channels.faults import Faults, faulty_factory
 from fsd_inference.channels.memory import MemoryTransport
+from fsd_inference.cloud.settings import ENV_LAMBDA_MEMORY
 from fsd_inference.exceptions import ConfigError
 from fsd_inference.kernel.scipy_kernel import ScipyKernel
 from fsd_inference.model.generate import GeneratorParams, generate
@@ -155,3 +156,18 @@ def test_one_row_per_part_and_the_scipy_kernel_in_the_workers() -> None:
     assert_identical(result.activations, expected.activations)
     with pytest.raises(ConfigError, match="3 rows: use at most 3"):
         run_inference(net, x, InferOptions(workers=3, partition="random", microbatches=8))
+
+
+def test_tasks_see_the_environment_of_the_run_not_of_the_fork_server(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Task processes are forks of a server started by an earlier run: what the parent
+    changed in its environment since (here the memory size a worker records in its
+    metrics document) must still reach them, as it would a spawned process."""
+    net, x = network(1024, 4), mnist(100)
+    run_inference(net, x, InferOptions(workers=2))  # the fork server is running now
+    monkeypatch.setenv(ENV_LAMBDA_MEMORY, "1769")
+    result = run_inference(net, x, InferOptions(workers=2))
+    assert result.metrics["lambda"]["worker"]["memory_mb"] == 1769
+    monkeypatch.delenv(ENV_LAMBDA_MEMORY)
+    result = run_inference(net, x, InferOptions(workers=2))
+    assert result.metrics["lambda"]["worker"]["memory_mb"] == 0

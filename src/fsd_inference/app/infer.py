@@ -15,11 +15,9 @@ linked into the folder instead of uploaded.
 
 from __future__ import annotations
 
-import multiprocessing
 import queue
 import tempfile
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +28,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from fsd_inference.app.tasks import TaskContext, TaskSpec, task_context, task_main
 from fsd_inference.channels import (
     NO_EXCHANGE,
     TRANSPORTS,
@@ -42,17 +41,16 @@ from fsd_inference.cloud.gather_step import final_activations, gather_step
 from fsd_inference.cloud.plan_step import plan_step
 from fsd_inference.cloud.run import RunInfo
 from fsd_inference.cloud.settings import CloudSettings
-from fsd_inference.cloud.worker_step import task_layers, worker_step
+from fsd_inference.cloud.worker_step import task_layers
 from fsd_inference.config import cache_dir
 from fsd_inference.exceptions import FsdError
-from fsd_inference.kernel import get_kernel, resolve_kernel_name, resolve_threads
+from fsd_inference.kernel import resolve_kernel_name, resolve_threads
 from fsd_inference.model.binary import save_network
 from fsd_inference.model.network import Network
 from fsd_inference.model.tsv import read_categories, write_input
 from fsd_inference.storage import FolderStorage
 
 WORKER_START_TIMEOUT_S = 120.0
-NO_DEADLINE_S = 1e9  # no Lambda timeout on this machine
 ONE_BLOCK = 1_000_000  # default layers per block: all of them
 LAMBDA_MAX_MEMORY_MB = 10_240  # a task must fit the largest Lambda function
 TransportFactory = Callable[[str, int, ChannelConfig], Transport]
@@ -100,10 +98,17 @@ class InferOptions:
 @dataclass
 class InferResult:
     categories: np.ndarray
-    activations: sp.csr_matrix
+    gathered: sp.csr_matrix | None  # Y_L of the whole batch, if the caller asked for it
     run: RunInfo
     metrics: dict[str, Any]  # Gather's metrics document (summary, per_worker, cost...)
     phases: dict[str, float]
+
+    @property
+    def activations(self) -> sp.csr_matrix:
+        """Y_L of the whole batch (tests and benchmarks compare its bits)."""
+        if self.gathered is None:
+            raise FsdError("the run was asked for its categories only, not its activations")
+        return self.gathered
 
     @property
     def execution(self) -> str:
@@ -131,9 +136,10 @@ def run_inference(network: Network, inputs: sp.csr_matrix, options: InferOptions
 def infer_files(model: Path, source: Path, options: InferOptions,
                 progress: Callable[[int, int], None] | None = None,
                 transport_factory: TransportFactory | None = None,
-                root: Path | None = None) -> InferResult:
+                root: Path | None = None, activations: bool = True) -> InferResult:
     """Plan, run every block's tasks as processes, gather, clean up; raises WorkerFailed
-    (after the cleanup) if a task fails."""
+    (after the cleanup) if a task fails. ``activations``: also place Y_L in one matrix
+    (the categories do not need it; a dense 10,000 x 4096 Y_L takes seconds)."""
     with _folder(root) as folder:
         storage = FolderStorage(folder)
         model_key = f"models/{Path(model).name}"
@@ -150,17 +156,20 @@ def infer_files(model: Path, source: Path, options: InferOptions,
         tick = time.perf_counter()
         resolve_kernel_name(options.kernel)  # bad names and thread counts fail here,
         resolve_threads(options.threads)  # not in every task's process
+        context = task_context()  # its fork server imports while the plan is made
         planned = plan_step(name, options.request(model_key, input_key), settings, storage,
                             transports, channels=TRANSPORTS)
         run = RunInfo.from_dict(planned["run"])
         phases["plan_s"] = time.perf_counter() - tick
         try:
             tick = time.perf_counter()
-            _run_blocks(run, settings, storage, transports.built(run), options, progress)
+            _run_blocks(context, run, settings, storage, transports.built(run), options,
+                        progress)
             phases["workers_s"] = time.perf_counter() - tick
             tick = time.perf_counter()
             gather_step(run, settings, storage)
-            activations = final_activations(storage, run, folder / "gather")
+            gathered = (final_activations(storage, run, folder / "gather") if activations
+                        else None)
             categories = read_categories(storage.path(run.layout.categories))
             metrics = storage.get_json(run.layout.metrics_document)
             phases["gather_s"] = time.perf_counter() - tick
@@ -169,7 +178,7 @@ def infer_files(model: Path, source: Path, options: InferOptions,
             cleanup_step(name, error, settings, storage, transports)
             raise
         cleanup_step(name, None, settings, storage, transports)
-        return InferResult(categories, activations, run, metrics, phases)
+        return InferResult(categories, gathered, run, metrics, phases)
 
 
 @contextmanager
@@ -207,36 +216,18 @@ class _Transports:
 # ----------------------------------------------------------------------------- processes
 
 
-def _task_main(run_data: dict[str, Any], block: int, task: int, folder: str,
-               transport: Transport, settings: CloudSettings, options: InferOptions,
-               results: Any) -> None:
-    """One task's process: worker_step over the folder, news on the results queue."""
-    try:
-        run = RunInfo.from_dict(run_data)
-        kernel = get_kernel(options.kernel, options.threads, share=run.workers)
-        summary = worker_step(run, block, task, NO_DEADLINE_S, settings,
-                              FolderStorage(folder), transport,
-                              on_step=lambda k, m: results.put(("step", task, (k, m))),
-                              kernel=kernel)
-        results.put(("done", task, summary))
-    except FsdError as exc:
-        results.put(("error", task, str(exc)))
-    except Exception:  # a bug: keep the whole traceback for the report
-        results.put(("error", task, traceback.format_exc()))
-
-
-def _run_blocks(run: RunInfo, settings: CloudSettings, storage: FolderStorage,
-                transport: Transport, options: InferOptions,
+def _run_blocks(context: TaskContext, run: RunInfo, settings: CloudSettings,
+                storage: FolderStorage, transport: Transport, options: InferOptions,
                 progress: Callable[[int, int], None] | None) -> None:
-    ctx = multiprocessing.get_context("spawn")
     steps = {(b, t): _steps(run, b, t) for b in range(run.blocks) for t in range(run.workers)}
     total, done = sum(steps.values()), 0
     for block in range(run.blocks):
-        results = ctx.Queue()
+        results = context.Queue()
         processes = [
-            ctx.Process(target=_task_main, name=f"fsd-task-{t}", daemon=True,
-                        args=(run.to_dict(), block, t, str(storage.root), transport, settings,
-                              options, results))
+            context.Process(target=task_main, name=f"fsd-task-{t}", daemon=True,
+                            args=(TaskSpec.of(run, block, t, str(storage.root), transport,
+                                              settings, options.kernel, options.threads),
+                                  results))
             for t in range(run.workers)
         ]
         for process in processes:

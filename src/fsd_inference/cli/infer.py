@@ -54,7 +54,7 @@ def _infer(args: argparse.Namespace, aws: AwsConfig) -> int:
         f"{args.partition} partition")
     started = time.perf_counter()
     result = infer_files(Path(args.model), Path(args.input), options,
-                         Progress("steps", quiet=args.quiet))
+                         Progress("steps", quiet=args.quiet), activations=False)
     seconds = time.perf_counter() - started
     write_categories(result.categories, args.out)
     document = result.metrics_document()

@@ -29,7 +29,6 @@ from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
 from fsd_inference.cost import estimate_cost
 from fsd_inference.exceptions import InputFormatError
 from fsd_inference.metrics import LayerMetrics, WorkerMetrics, summarize
-from fsd_inference.model.reference import categories_of
 from fsd_inference.model.tsv import read_categories, write_categories
 from fsd_inference.storage import Storage, storage_for
 from fsd_inference.worker import place_rows
@@ -64,9 +63,10 @@ def merge_worker_metrics(parts: list[WorkerMetrics]) -> WorkerMetrics:
     return merged
 
 
-def final_activations(storage: Storage, run: RunInfo, directory: Path) -> sp.csr_matrix:
-    """Y_L of the whole batch from the checkpoints of the last block's last-stage tasks:
-    each holds its group's rows and its columns."""
+def _final_pieces(storage: Storage, run: RunInfo, directory: Path
+                  ) -> list[tuple[np.ndarray, np.ndarray, sp.csr_matrix]]:
+    """``(row ids, column ids, values)`` of Y_L from the checkpoints of the last block's
+    last-stage tasks: each holds its group's rows and its columns."""
     last_block = run.blocks - 1
     shape = run.shape
     tasks = [g * shape.width + slot for g in range(shape.groups)
@@ -81,8 +81,24 @@ def final_activations(storage: Storage, run: RunInfo, directory: Path) -> sp.csr
         return np.arange(r0, r0 + y.shape[0]), columns, y
 
     with ThreadPoolExecutor(min(DOWNLOAD_THREADS, len(tasks))) as pool:
-        pieces = list(pool.map(fetch, tasks))
-    return place_rows(run.batch, run.neurons, pieces, run.dtype)
+        return list(pool.map(fetch, tasks))
+
+
+def final_activations(storage: Storage, run: RunInfo, directory: Path) -> sp.csr_matrix:
+    """Y_L of the whole batch, placed in one matrix."""
+    return place_rows(run.batch, run.neurons, _final_pieces(storage, run, directory),
+                      run.dtype)
+
+
+def final_categories(storage: Storage, run: RunInfo, directory: Path) -> np.ndarray:
+    """The categories (1-based rows whose Y_L has a nonzero sum) from the checkpoints
+    without placing them in one matrix (that took 1.9 s of a 4096 x 120 block-16 Gather):
+    every activation is in [0, cap] (ReLU), so a row's sum is nonzero exactly when one
+    of its entries is, in whatever order and pieces the entries are read."""
+    active = np.zeros(run.batch, dtype=bool)
+    for rows, _, y in _final_pieces(storage, run, directory):
+        active[rows[np.repeat(np.arange(y.shape[0]), np.diff(y.indptr))[y.data != 0]]] = True
+    return np.flatnonzero(active).astype(np.int64) + 1
 
 
 def _block_documents(storage: Storage, run: RunInfo) -> list[dict[str, Any]]:
@@ -144,8 +160,7 @@ def gather_step(run: RunInfo, settings: CloudSettings | None = None,
     manifest = storage.get_json(layout.manifest)
     with tempfile.TemporaryDirectory(prefix="fsd-gather-", dir=settings.scratch_dir) as tmp:
         directory = Path(tmp)
-        activations = final_activations(storage, run, directory)
-        categories = categories_of(activations)
+        categories = final_categories(storage, run, directory)
         write_categories(categories, directory / "categories.txt")
         storage.put_file(layout.categories, directory / "categories.txt")
         match = _compare(storage, manifest, categories, directory)

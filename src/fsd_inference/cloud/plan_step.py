@@ -81,7 +81,8 @@ from fsd_inference.model.load import open_model
 from fsd_inference.model.tsv import LAYER_FILE, read_input
 from fsd_inference.partition import PARTITIONERS
 from fsd_inference.partition.cache import cache_path, ownership
-from fsd_inference.partition.plan import CommPlan, write_shards
+from fsd_inference.partition.plan import CommPlan
+from fsd_inference.partition.shard_cache import cached_shards
 from fsd_inference.storage import Storage, storage_for
 from fsd_inference.strategy import AUTO, STRATEGIES, Shape, compile_shape, shape_owners
 from fsd_inference.strategy.memory import task_memory_mb
@@ -325,14 +326,17 @@ def _owners(storage: Storage, request: PlanRequest, network: NetworkSource, shap
 
 def _upload_work(storage: Storage, run: RunInfo, network: NetworkSource,
                  inputs: sp.csr_matrix, owners: np.ndarray, directory: Path,
-                 settings: CloudSettings) -> CommPlan:
+                 settings: CloudSettings) -> tuple[CommPlan, bool]:
     """Shards are cut into local files layer by layer (write_shards), one per slot (every
-    row group shares them), checked against the function's memory, then uploaded with
-    one input slice per task of the first stage (its rows, its columns)."""
+    row group shares them), through the shard cache when the deployment has a cache
+    directory, checked against the function's memory, then uploaded with one input
+    slice per task of the first stage (its rows, its columns). Returns the plan and
+    whether its shards came from the cache."""
     shape = run.shape
     layout = run.layout
-    plan = write_shards(network, owners, shape.width,
-                        lambda slot: directory / f"shard-{slot}.fsdm")
+    plan, cached = cached_shards(network, owners, shape.width, run.dtype,
+                                 lambda slot: directory / f"shard-{slot}.fsdm",
+                                 settings.partition_cache)
 
     check_memory(shape, network.neurons, plan, run.batch, run.dtype,
                  settings.worker_memory_mb)
@@ -357,7 +361,7 @@ def _upload_work(storage: Storage, run: RunInfo, network: NetworkSource,
     with ThreadPoolExecutor(min(UPLOAD_THREADS, max(shape.width, len(starters)))) as pool:
         list(pool.map(upload_shard, range(shape.width)))
         list(pool.map(upload_input, starters))
-    return plan
+    return plan, cached
 
 
 def check_memory(shape: Shape, neurons: int, plan: CommPlan, batch: int, dtype: str,
@@ -438,7 +442,10 @@ def plan_step(execution_name: str, request_data: Any, settings: CloudSettings | 
         if cached:
             notes.append("partition loaded from the plans/ cache")
         tick = time.perf_counter()
-        plan = _upload_work(storage, run, network, inputs, owners, directory, settings)
+        plan, shards_cached = _upload_work(storage, run, network, inputs, owners, directory,
+                                           settings)
+        if shards_cached:
+            notes.append("shards linked from the shard cache")
         network.close()
         phases["upload_s"] = time.perf_counter() - tick
 
