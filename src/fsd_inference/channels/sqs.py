@@ -17,9 +17,14 @@ one object, with no partial reassembly state on the receiver.
 
 Sends run on a few threads (``SEND_THREADS``), so the worker slices and multiplies while
 its messages are in flight; ``flush`` waits for them. Receiving long-polls (1-20 s,
-up to 10 messages) and deletes what it read right away (in the background, retrying
-partial failures; a message whose delete failed comes back later and is dropped as a
-duplicate by the base class).
+up to 10 messages) and deletes what it read in full batches: receipts are kept until
+ten are pending (a receive returns about 2.5 messages in the demo), then one
+DeleteMessageBatch of ten goes out in the background, retrying partial failures;
+``flush`` and ``close`` delete the rest, and receipts older than half the visibility
+timeout are never held back. That is a quarter of the delete calls (the demo: about
+700 instead of 2,750, 16% of all its API calls) for messages that stay invisible
+meanwhile anyway. A message whose delete failed comes back later and is dropped as a
+duplicate by the base class.
 """
 
 from __future__ import annotations
@@ -181,6 +186,8 @@ class QueueChannel(Channel):
         self._outbox = Outbox(send_threads, f"fsd-queue-w{worker}")
         self._fetcher: ThreadPoolExecutor | None = None
         self._layer = 0
+        # read, not yet deleted (see the module doc): (receipt handle, monotonic read time)
+        self._receipts: list[tuple[str, float]] = []
 
     # ------------------------------------------------------------------ sending
 
@@ -242,11 +249,15 @@ class QueueChannel(Channel):
                            f"{BATCH_ATTEMPTS} attempts")
 
     def flush(self) -> None:
+        self._delete_read(everything=True)
         self._outbox.drain()
 
     def close(self) -> None:
         try:
-            self._outbox.close()
+            try:
+                self._delete_read(everything=True)
+            finally:
+                self._outbox.close()
         finally:
             if self._fetcher is not None:
                 self._fetcher.shutdown(wait=True, cancel_futures=True)
@@ -270,8 +281,9 @@ class QueueChannel(Channel):
         messages = response.get("Messages", [])
         if not messages:
             return []
-        receipts = [(str(i), m["ReceiptHandle"]) for i, m in enumerate(messages)]
-        self._outbox.submit(self._delete, url, receipts)
+        now = time.monotonic()
+        self._receipts.extend((m["ReceiptHandle"], now) for m in messages)
+        self._delete_read()
         bodies = [m.get("Body", "") for m in messages]
         pointers = [self._pointer(body) for body in bodies]
         spilled = [p for p in pointers if p is not None]
@@ -325,11 +337,22 @@ class QueueChannel(Channel):
             raise ChannelError(self.worker, pointer.layer, f"{where}: checksum mismatch")
         return frame
 
-    def _delete(self, url: str, receipts: list[tuple[str, str]]) -> None:
+    def _delete_read(self, everything: bool = False) -> None:
+        """Delete the read messages in full batches of ten; all of them when asked to or
+        when the oldest was read half a visibility timeout ago."""
+        url = self.queue_urls[self.worker]
+        held_since = time.monotonic() - VISIBILITY_TIMEOUT_S / 2
+        while len(self._receipts) >= MAX_BATCH_ENTRIES or (self._receipts and (
+                everything or self._receipts[0][1] < held_since)):
+            batch = [handle for handle, _ in self._receipts[:MAX_BATCH_ENTRIES]]
+            del self._receipts[:MAX_BATCH_ENTRIES]
+            self._outbox.submit(self._delete, url, list(enumerate(batch)))
+
+    def _delete(self, url: str, receipts: list[tuple[int, str]]) -> None:
         """Delete read messages; entries that keep failing are left to come back as
         duplicates (dropped by the base class), a vanished queue is left to _get."""
         entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
-            {"Id": i, "ReceiptHandle": handle} for i, handle in receipts]
+            {"Id": str(i), "ReceiptHandle": handle} for i, handle in receipts]
         for attempt in range(BATCH_ATTEMPTS):
             try:
                 response = self._sqs.delete_message_batch(QueueUrl=url, Entries=entries)
