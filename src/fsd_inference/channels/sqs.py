@@ -35,6 +35,7 @@ import hashlib
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -181,8 +182,9 @@ class QueueChannel(Channel):
         self.bucket = config.aws.bucket
         self.queue_urls = queue_urls
         self._sqs = sqs or sqs_client(config.aws, self.metrics)
-        self._s3 = s3 if s3 is not None or not self.bucket else s3_client(config.aws,
-                                                                          self.metrics)
+        self._given_s3 = s3  # else made on the first spill or pointer (most runs: never)
+        self._made_s3: S3Client | None = None
+        self._s3_lock = threading.Lock()  # sender threads may spill at the same time
         self._outbox = Outbox(send_threads, f"fsd-queue-w{worker}")
         self._fetcher: ThreadPoolExecutor | None = None
         self._layer = 0
@@ -208,16 +210,28 @@ class QueueChannel(Channel):
         for batch in pack_batches([len(body) for body in bodies], self.message_limit):
             self._send_batch(target, layer, bodies[batch.start:batch.stop])
 
+    @property
+    def _s3(self) -> S3Client | None:
+        """The S3 client for spilled frames, built when first needed: a client costs tens
+        of milliseconds to create and a worker invocation opens a fresh channel."""
+        if self._given_s3 is not None or not self.bucket:
+            return self._given_s3
+        with self._s3_lock:
+            if self._made_s3 is None:
+                self._made_s3 = s3_client(self.config.aws, self.metrics)
+            return self._made_s3
+
     def _spill(self, target: int, layer: int, source: int, chunk: int, frame: bytes,
                part: int = 0) -> str:
-        if self._s3 is None or not self.bucket:
+        s3 = self._s3
+        if s3 is None or not self.bucket:
             raise ChannelError(self.worker, layer,
                                f"a {len(frame):,}-byte frame exceeds the {self.message_limit:,}"
                                f"-byte message limit and no bucket is configured to spill it "
                                f"to (set FSD_BUCKET)")
         key = spill_key(self.execution, layer, target, source, chunk, part)
         try:
-            self._s3.put_object(Bucket=self.bucket, Key=key, Body=frame)
+            s3.put_object(Bucket=self.bucket, Key=key, Body=frame)
         except (ClientError, BotoCoreError) as exc:
             raise ChannelError(self.worker, layer,
                                f"spilling to s3://{self.bucket}/{key} failed: {exc}") from exc
@@ -321,11 +335,12 @@ class QueueChannel(Channel):
     def _follow(self, pointer: Pointer) -> bytes:
         """The spilled frame, verified against the pointer's size and SHA-256."""
         where = f"spilled payload s3://{pointer.bucket}/{pointer.key} from worker {pointer.source}"
-        if self._s3 is None:
+        s3 = self._s3
+        if s3 is None:
             raise ChannelError(self.worker, pointer.layer,
                                f"{where}: no S3 client (no bucket configured)")
         try:
-            frame = self._s3.get_object(Bucket=pointer.bucket, Key=pointer.key)["Body"].read()
+            frame = s3.get_object(Bucket=pointer.bucket, Key=pointer.key)["Body"].read()
         except (ClientError, BotoCoreError) as exc:
             gone = error_code(exc) in NO_SUCH_KEY_CODES
             raise ChannelError(self.worker, pointer.layer,
