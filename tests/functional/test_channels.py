@@ -360,6 +360,31 @@ def test_accounting_matches_an_independent_count(rig: MakeRig, name: str) -> Non
         assert receiver.api_bytes["S3.GetObject received"] == sum(frames)
 
 
+def test_read_messages_are_deleted_in_full_batches(rig: MakeRig) -> None:
+    """The queue channel deletes what it read ten receipts at a time, the rest at flush:
+    22 messages cost 3 DeleteMessageBatch calls however many receives read them, and
+    nothing is left in the queue, visible or in flight."""
+    r = rig("queue", workers=3)
+    for layer in range(1, 12):
+        for source in (0, 2):
+            r[source].send(layer, 1, empty_block(5))
+    for source in (0, 2):
+        r[source].flush()
+    for layer in range(1, 12):
+        r[1].receive(layer, [0, 2])
+    calls = r[1].metrics.api_calls
+    assert calls["SQS.DeleteMessageBatch"] <= 2 < calls["SQS.ReceiveMessage"]
+    r[1].flush()
+    assert calls["SQS.DeleteMessageBatch"] == 3
+    assert isinstance(r.transport, QueueTransport)
+    left = sqs_client(r.aws).get_queue_attributes(
+        QueueUrl=r.transport.queue_urls[1],
+        AttributeNames=["ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    assert left == {"ApproximateNumberOfMessages": "0",
+                    "ApproximateNumberOfMessagesNotVisible": "0"}
+
+
 def test_sqs_billing_counts_each_started_64_kib() -> None:
     assert [billed_sqs_requests(n) for n in (0, 1, 64 * KiB, 64 * KiB + 1, 256 * KiB)] == [
         1, 1, 1, 2, 4]

@@ -29,6 +29,7 @@ from fsd_inference.app.interrupt import interrupted
 from fsd_inference.aws import s3_client, sqs_client
 from fsd_inference.cloud.layout import RunLayout
 from fsd_inference.cloud.stack import StackOutputs, stepfunctions_client
+from fsd_inference.cloud.timeline import HistoryReader, execution_history
 from fsd_inference.config import AwsConfig
 from fsd_inference.local.emulator import LocalCloud
 from fsd_inference.local.lambda_runtime import Invocation
@@ -233,3 +234,37 @@ def test_asked_to_stop_it_stops_the_execution_and_cleans_up(cloud: LocalCloud,
     assert cloud.runtime.wait_idle(60)
     queues = sqs_client(cloud.aws).list_queues(QueueNamePrefix=f"fsd-{name}-")
     assert not queues.get("QueueUrls") and not list(storage.keys(layout.prefix))
+
+
+def test_the_history_is_read_incrementally_and_completely(cloud: LocalCloud,
+                                                          stack: StackOutputs,
+                                                          model: Path) -> None:
+    """A follower's polls fetch only what is new (newest first, small pages) and end with
+    exactly the history a full read returns, on the embedded Step Functions."""
+    started = start_run(STACK, options(model, "read-incrementally"), cloud.aws)
+    sfn = stepfunctions_client(cloud.aws)
+    returned: list[int] = []
+
+    def count(parsed: dict[str, Any], **_: Any) -> None:
+        returned.append(len(parsed.get("events", [])))
+
+    sfn.meta.events.register("after-call.sfn.GetExecutionHistory", count)
+    reader = HistoryReader(sfn, started.execution_arn, page_size=4)
+    polls = []  # (events before the poll, events after, events transferred)
+    deadline = time.monotonic() + 120
+    while True:
+        before, calls = len(reader.events), len(returned)
+        running = sfn.describe_execution(executionArn=started.execution_arn)["status"]
+        after = len(reader.read())
+        polls.append((before, after, sum(returned[calls:])))
+        if running != "RUNNING":
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    full = execution_history(sfn, started.execution_arn)
+    assert reader.events == full and full[-1]["type"] == "ExecutionSucceeded"
+    assert [int(e["id"]) for e in full] == list(range(1, len(full) + 1))
+    assert len(polls) > 3
+    for before, after, transferred in polls[1:]:
+        # the new events, plus at most one page that reaches back to a known one
+        assert transferred <= after - before + 4, polls

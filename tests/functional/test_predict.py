@@ -84,6 +84,9 @@ def test_queue_counts_equal_a_real_run(small: tuple[Network, sp.csr_matrix], aws
         receives = detail["channel_api_calls"]["modeled"]["SQS.ReceiveMessage"]
         messages = real["totals"]["messages_received"]
         assert math.ceil(messages / 10) <= receives <= 4 * real["api_calls"]["SQS.ReceiveMessage"]
+        # deletes go in batches of ten, the rest when the block ends (one block of 4 layers)
+        deletes = detail["channel_api_calls"]["modeled"]["SQS.DeleteMessageBatch"]
+        assert deletes == real["api_calls"]["SQS.DeleteMessageBatch"] == math.ceil(messages / 10)
     assert (spilled > 0) == (limit < 64 * KiB)  # the small limit exercises the S3 spill
     assert predicted["summary"]["totals"]["bytes_sent"] == measured["summary"]["totals"][
         "bytes_sent"]

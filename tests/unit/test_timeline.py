@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from fsd_inference.cloud.timeline import read_timeline
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -62,3 +64,26 @@ def test_planning_and_cleanup_after_a_failure_are_described() -> None:
     assert read_timeline(started).describe(T0 + timedelta(seconds=2)).startswith("planning")
     failed = [*started, event(1, "TaskStateEntered", "CleanupAfterFailure")]
     assert "cleaning up after a failure" in read_timeline(failed).describe(T0)
+
+
+# ----------------------------------------------------------------------------- paging
+
+
+def test_local_history_pages_as_aws_pages_them() -> None:
+    """local.history_pages: maxResults bounds a page, nextToken continues it, reverseOrder
+    gives the newest first; without maxResults the whole history (moto's behaviour)."""
+    from fsd_inference.local.history_pages import InvalidToken, page
+
+    events = [{"id": i} for i in range(1, 8)]
+    assert page(events, None, False, None) == (events, None)
+    first, token = page(events, 3, True, None)
+    assert [e["id"] for e in first] == [7, 6, 5] and token
+    second, token = page(events, 3, True, token)
+    third, last = page(events, 3, True, token)
+    assert [e["id"] for e in second + third] == [4, 3, 2, 1] and last is None
+    forward, token = page(events, 5, False, None)
+    rest, none = page(events, 5, False, token)
+    assert forward + rest == events and none is None
+    assert page(events, 5000, False, None) == (events, None)  # at most 1,000 a page
+    with pytest.raises(InvalidToken):
+        page(events, 3, False, "not-a-token")

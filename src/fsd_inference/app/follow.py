@@ -14,8 +14,10 @@ waiting with a clear error when the endpoint is not a working Step Functions:
   may last a worker's Lambda timeout (900 s) plus a retry interval (150 s), so the
   default is 20 minutes. :class:`Stalled`.
 
-For a Distributed Map block the progress comes from DescribeMapRun (items succeeded),
-since child executions keep their events out of the parent's history. Both errors say
+The history is read incrementally (cloud.timeline.HistoryReader: only the events that
+are new since the last poll). For a Distributed Map block the progress comes from
+DescribeMapRun (items succeeded), since child executions keep their events out of the
+parent's history. Both errors say
 how to stop the execution (:func:`stop_command`): it may well still be running.
 """
 
@@ -30,7 +32,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fsd_inference.app.progress import ProgressLine
-from fsd_inference.cloud.timeline import Timeline, execution_history, read_timeline
+from fsd_inference.cloud.timeline import HistoryReader, Timeline, read_timeline
 from fsd_inference.constants import STALL_TIMEOUT_S
 from fsd_inference.exceptions import FsdError
 
@@ -103,10 +105,11 @@ def follow(sfn: Any, execution_arn: str, poll_s: float, progress: ProgressLine,
     """Poll until the execution ends; (DescribeExecution, the timeline of its history).
     Raises NotExecuting or Stalled (see the module doc) instead of waiting forever."""
     watch = _Watch(stall_s, moved_at=time.monotonic())
+    history = HistoryReader(sfn, execution_arn)
     try:
         while True:
             description = sfn.describe_execution(executionArn=execution_arn)
-            timeline = read_timeline(execution_history(sfn, execution_arn))
+            timeline = read_timeline(history.read())
             items = map_run_progress(sfn, execution_arn, timeline)
             progress(timeline, datetime.now(UTC))
             if description["status"] != "RUNNING":

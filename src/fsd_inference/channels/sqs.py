@@ -17,9 +17,14 @@ one object, with no partial reassembly state on the receiver.
 
 Sends run on a few threads (``SEND_THREADS``), so the worker slices and multiplies while
 its messages are in flight; ``flush`` waits for them. Receiving long-polls (1-20 s,
-up to 10 messages) and deletes what it read right away (in the background, retrying
-partial failures; a message whose delete failed comes back later and is dropped as a
-duplicate by the base class).
+up to 10 messages) and deletes what it read in full batches: receipts are kept until
+ten are pending (a receive returns about 2.5 messages in the demo), then one
+DeleteMessageBatch of ten goes out in the background, retrying partial failures;
+``flush`` and ``close`` delete the rest, and receipts older than half the visibility
+timeout are never held back. That is a quarter of the delete calls (the demo: about
+700 instead of 2,750, 16% of all its API calls) for messages that stay invisible
+meanwhile anyway. A message whose delete failed comes back later and is dropped as a
+duplicate by the base class.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import hashlib
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -176,11 +182,14 @@ class QueueChannel(Channel):
         self.bucket = config.aws.bucket
         self.queue_urls = queue_urls
         self._sqs = sqs or sqs_client(config.aws, self.metrics)
-        self._s3 = s3 if s3 is not None or not self.bucket else s3_client(config.aws,
-                                                                          self.metrics)
+        self._given_s3 = s3  # else made on the first spill or pointer (most runs: never)
+        self._made_s3: S3Client | None = None
+        self._s3_lock = threading.Lock()  # sender threads may spill at the same time
         self._outbox = Outbox(send_threads, f"fsd-queue-w{worker}")
         self._fetcher: ThreadPoolExecutor | None = None
         self._layer = 0
+        # read, not yet deleted (see the module doc): (receipt handle, monotonic read time)
+        self._receipts: list[tuple[str, float]] = []
 
     # ------------------------------------------------------------------ sending
 
@@ -201,16 +210,28 @@ class QueueChannel(Channel):
         for batch in pack_batches([len(body) for body in bodies], self.message_limit):
             self._send_batch(target, layer, bodies[batch.start:batch.stop])
 
+    @property
+    def _s3(self) -> S3Client | None:
+        """The S3 client for spilled frames, built when first needed: a client costs tens
+        of milliseconds to create and a worker invocation opens a fresh channel."""
+        if self._given_s3 is not None or not self.bucket:
+            return self._given_s3
+        with self._s3_lock:
+            if self._made_s3 is None:
+                self._made_s3 = s3_client(self.config.aws, self.metrics)
+            return self._made_s3
+
     def _spill(self, target: int, layer: int, source: int, chunk: int, frame: bytes,
                part: int = 0) -> str:
-        if self._s3 is None or not self.bucket:
+        s3 = self._s3
+        if s3 is None or not self.bucket:
             raise ChannelError(self.worker, layer,
                                f"a {len(frame):,}-byte frame exceeds the {self.message_limit:,}"
                                f"-byte message limit and no bucket is configured to spill it "
                                f"to (set FSD_BUCKET)")
         key = spill_key(self.execution, layer, target, source, chunk, part)
         try:
-            self._s3.put_object(Bucket=self.bucket, Key=key, Body=frame)
+            s3.put_object(Bucket=self.bucket, Key=key, Body=frame)
         except (ClientError, BotoCoreError) as exc:
             raise ChannelError(self.worker, layer,
                                f"spilling to s3://{self.bucket}/{key} failed: {exc}") from exc
@@ -242,11 +263,15 @@ class QueueChannel(Channel):
                            f"{BATCH_ATTEMPTS} attempts")
 
     def flush(self) -> None:
+        self._delete_read(everything=True)
         self._outbox.drain()
 
     def close(self) -> None:
         try:
-            self._outbox.close()
+            try:
+                self._delete_read(everything=True)
+            finally:
+                self._outbox.close()
         finally:
             if self._fetcher is not None:
                 self._fetcher.shutdown(wait=True, cancel_futures=True)
@@ -270,8 +295,9 @@ class QueueChannel(Channel):
         messages = response.get("Messages", [])
         if not messages:
             return []
-        receipts = [(str(i), m["ReceiptHandle"]) for i, m in enumerate(messages)]
-        self._outbox.submit(self._delete, url, receipts)
+        now = time.monotonic()
+        self._receipts.extend((m["ReceiptHandle"], now) for m in messages)
+        self._delete_read()
         bodies = [m.get("Body", "") for m in messages]
         pointers = [self._pointer(body) for body in bodies]
         spilled = [p for p in pointers if p is not None]
@@ -309,11 +335,12 @@ class QueueChannel(Channel):
     def _follow(self, pointer: Pointer) -> bytes:
         """The spilled frame, verified against the pointer's size and SHA-256."""
         where = f"spilled payload s3://{pointer.bucket}/{pointer.key} from worker {pointer.source}"
-        if self._s3 is None:
+        s3 = self._s3
+        if s3 is None:
             raise ChannelError(self.worker, pointer.layer,
                                f"{where}: no S3 client (no bucket configured)")
         try:
-            frame = self._s3.get_object(Bucket=pointer.bucket, Key=pointer.key)["Body"].read()
+            frame = s3.get_object(Bucket=pointer.bucket, Key=pointer.key)["Body"].read()
         except (ClientError, BotoCoreError) as exc:
             gone = error_code(exc) in NO_SUCH_KEY_CODES
             raise ChannelError(self.worker, pointer.layer,
@@ -325,11 +352,22 @@ class QueueChannel(Channel):
             raise ChannelError(self.worker, pointer.layer, f"{where}: checksum mismatch")
         return frame
 
-    def _delete(self, url: str, receipts: list[tuple[str, str]]) -> None:
+    def _delete_read(self, everything: bool = False) -> None:
+        """Delete the read messages in full batches of ten; all of them when asked to or
+        when the oldest was read half a visibility timeout ago."""
+        url = self.queue_urls[self.worker]
+        held_since = time.monotonic() - VISIBILITY_TIMEOUT_S / 2
+        while len(self._receipts) >= MAX_BATCH_ENTRIES or (self._receipts and (
+                everything or self._receipts[0][1] < held_since)):
+            batch = [handle for handle, _ in self._receipts[:MAX_BATCH_ENTRIES]]
+            del self._receipts[:MAX_BATCH_ENTRIES]
+            self._outbox.submit(self._delete, url, list(enumerate(batch)))
+
+    def _delete(self, url: str, receipts: list[tuple[int, str]]) -> None:
         """Delete read messages; entries that keep failing are left to come back as
         duplicates (dropped by the base class), a vanished queue is left to _get."""
         entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
-            {"Id": i, "ReceiptHandle": handle} for i, handle in receipts]
+            {"Id": str(i), "ReceiptHandle": handle} for i, handle in receipts]
         for attempt in range(BATCH_ATTEMPTS):
             try:
                 response = self._sqs.delete_message_batch(QueueUrl=url, Entries=entries)

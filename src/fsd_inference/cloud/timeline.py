@@ -23,6 +23,7 @@ CLEANUP_STATE = "Cleanup"
 FAILURE_CLEANUP_STATE = "CleanupAfterFailure"
 _TASKS = (PLAN_STATE, GATHER_STATE, CLEANUP_STATE, FAILURE_CLEANUP_STATE)
 _MAPS = frozenset(MAP_STATES.values())
+PAGE_MAX = 1000  # GetExecutionHistory's largest page
 _ENDS = {"ExecutionSucceeded": "SUCCEEDED", "ExecutionFailed": "FAILED",
          "ExecutionAborted": "ABORTED", "ExecutionTimedOut": "TIMED_OUT"}
 
@@ -156,12 +157,53 @@ def read_timeline(events: Iterable[dict[str, Any]]) -> Timeline:
     return timeline
 
 
+class HistoryReader:
+    """One execution's events, oldest first, read incrementally by a follower.
+
+    The first :meth:`read` takes the history in pages of 1,000; every later one asks
+    for the newest events first (``reverseOrder``, pages of ``page_size``) and stops at
+    the first event it already has (event ids rise by one per event), so a poll costs
+    one small call however long the history has grown:
+    re-reading the whole history every second had been most of the embedded server's
+    work in the demo besides SQS. An endpoint that ignores ``reverseOrder`` (a bare
+    moto server) answers oldest first; then every read is a full one, as before.
+    """
+
+    def __init__(self, client: Any, execution_arn: str, page_size: int = 25) -> None:
+        self.client = client
+        self.execution_arn = execution_arn
+        self.page_size = page_size
+        self.events: list[dict[str, Any]] = []
+
+    def read(self) -> list[dict[str, Any]]:
+        last = int(self.events[-1]["id"]) if self.events else 0
+        new: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"executionArn": self.execution_arn, "reverseOrder": True,
+                                      "maxResults": self.page_size if last else PAGE_MAX}
+            if token:
+                kwargs["nextToken"] = token
+            page = self.client.get_execution_history(**kwargs)
+            events = page.get("events", [])
+            if len(events) > 1 and int(events[0]["id"]) < int(events[-1]["id"]):
+                self.events = execution_history(self.client, self.execution_arn)
+                return self.events  # oldest first: reverseOrder is not supported
+            fresh = [e for e in events if int(e["id"]) > last]
+            new.extend(fresh)
+            token = page.get("nextToken")
+            if len(fresh) < len(events) or not token:
+                break
+        self.events.extend(reversed(new))
+        return self.events
+
+
 def execution_history(client: Any, execution_arn: str) -> list[dict[str, Any]]:
     """Every event of an execution, oldest first (all pages)."""
     events: list[dict[str, Any]] = []
     token: str | None = None
     while True:
-        kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
+        kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": PAGE_MAX}
         if token:
             kwargs["nextToken"] = token
         page = client.get_execution_history(**kwargs)

@@ -200,12 +200,15 @@ class Sandbox:
     def log_tail(self, offset: int) -> str:
         return _tail(self.log_path, offset, LOG_TAIL_BYTES)
 
-    def kill(self) -> None:
-        """Kill the process group (the handler's threads and any children too)."""
+    def kill(self, wait: bool = True) -> None:
+        """Kill the process group (the handler's threads and any children too); without
+        ``wait``, only send the signal (kill() again to wait and release)."""
         self._killed = True
         if self.pid is not None and not self.zygote.exited(self.pid):
             with suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
+            if not wait:
+                return
             self.zygote.exit_status(self.pid)
         if self._channel is not None:
             with suppress(OSError):

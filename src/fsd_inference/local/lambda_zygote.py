@@ -130,12 +130,15 @@ class Zygote:
             self._state.wait_for(lambda: pid in self._exits or self._closed, timeout_s)
             return self._exits.get(pid)
 
-    def close(self) -> None:
-        """Stop the server (its sandboxes are stopped by their owners)."""
+    def close(self, wait: bool = True) -> None:
+        """Stop the server (its sandboxes are stopped by their owners); without ``wait``,
+        only tell it to stop (close() again to wait for it)."""
         with suppress(OSError):
             self._channel.shutdown(socket.SHUT_RDWR)
         with suppress(OSError):
             self._channel.close()
+        if not wait:
+            return
         with suppress(subprocess.TimeoutExpired):
             self.process.wait(KILL_WAIT_S)
         if self.process.poll() is None:

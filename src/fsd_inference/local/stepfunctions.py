@@ -1,6 +1,6 @@
 """moto's Step Functions made to run this application's state machine (moto 5.2.5 only).
 
-Four local changes, each checked against the pinned moto (``check_hook_points``, and a
+Five local changes, each checked against the pinned moto (``check_hook_points``, and a
 test that fails loudly if one moved):
 
 1. Executing backend. moto only interprets ASL when ``execute_state_machine`` is on
@@ -19,6 +19,8 @@ test that fails loudly if one moved):
    local.distributed_map runs each item as a child execution (local.map_run,
    local.child_executions) with AWS's concurrency, output and tolerated-failure
    semantics. :func:`prepare` installs it.
+5. History in pages (local.history_pages): GetExecutionHistory honours ``maxResults``,
+   ``nextToken`` and ``reverseOrder`` as on AWS, so a follower reads only new events.
 
 And one grammar gap: moto's ASL parser accepts ``ToleratedFailurePercentage`` only as
 a decimal (``0.0``), not as the integer ``0`` that AWS accepts, so definitions created
@@ -171,13 +173,20 @@ def check_hook_points() -> None:
 
 def prepare() -> None:
     """Check and apply the patches (idempotent), the Distributed Map's included."""
-    from fsd_inference.local import child_executions, distributed_map, execution_fixes
+    from fsd_inference.local import (
+        child_executions,
+        distributed_map,
+        execution_fixes,
+        history_pages,
+    )
 
     check_hook_points()
     execution_fixes.check_hook_points()
     child_executions.check_hook_points()
     distributed_map.check_hook_points()
+    history_pages.check_hook_points()
     patch_cloudformation()
     execution_fixes.patch()
     child_executions.install()
     distributed_map.patch()
+    history_pages.install()

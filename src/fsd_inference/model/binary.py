@@ -40,7 +40,7 @@ from fsd_inference.exceptions import InputFormatError
 from fsd_inference.model.base import NetworkSource, WeightsDigest, fingerprint_of
 from fsd_inference.model.network import Network, materialise
 from fsd_inference.model.tsv import atomic_path
-from fsd_inference.model.validate import MAX_DIMENSION, check_csr, check_npz_member
+from fsd_inference.model.validate import MAX_DIMENSION, check_csr, read_npz_member
 
 FORMAT = "fsd-bundle"
 VERSION = 2
@@ -249,13 +249,8 @@ class BundleReader(AbstractContextManager["BundleReader"]):
     def array(self, name: str) -> np.ndarray:
         if name not in self.names:
             raise InputFormatError(self.path, f"member {name!r} is missing")
-        # its declared sizes and .npy header, before numpy allocates from them
-        check_npz_member(self.path, self._zip, self._zip.getinfo(f"{name}.npy"))
-        try:
-            with self._zip.open(f"{name}.npy") as member:
-                return np.lib.format.read_array(member, allow_pickle=False)
-        except (*_READ_ERRORS, AttributeError) as exc:
-            raise InputFormatError(self.path, f"member {name!r} is unreadable ({exc})") from exc
+        # its declared sizes and .npy header checked before anything is allocated
+        return read_npz_member(self.path, self._zip, self._zip.getinfo(f"{name}.npy"))
 
     def arrays(self, names: Iterator[str] | tuple[str, ...] | None = None
                ) -> dict[str, np.ndarray]:

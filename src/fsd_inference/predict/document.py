@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from fsd_inference.channels.s3 import LIST_BREAK_EVEN
+from fsd_inference.channels.sqs import MAX_BATCH_ENTRIES
 from fsd_inference.cloud.history import state_transitions
 from fsd_inference.cost import estimate_cost, load_prices
 from fsd_inference.predict.neuron import cpu_factor
@@ -112,11 +113,14 @@ def channel_calls(prediction: Prediction) -> tuple[list[Counter[str]], list[Coun
             received_bytes[:, k] = _per_worker(wire.down_bytes, traffic.dst, p)
         inbox[:, k] = np.bincount(traffic.dst, minlength=p)
     calls, empty = sim.calls, sim.empty
+    # the queue channel deletes in batches of ten and the rest when a block ends
+    deletes = sum(np.ceil(inbox[:, first:last + 1].sum(axis=1) / MAX_BATCH_ENTRIES)
+                  for first, last in prediction.deployment.blocks(counts.depth))
     for w in range(p):
         if prediction.options.channel == "queue":
             receives = float((calls[w] + empty[w]).sum())
             modeled[w]["SQS.ReceiveMessage"] = round(receives)
-            modeled[w]["SQS.DeleteMessageBatch"] = round(float(calls[w].sum()))
+            modeled[w]["SQS.DeleteMessageBatch"] = round(float(deletes[w]))
             chunks = np.maximum(calls[w], np.ceil(received_bytes[w] / SQS_BILLING)) + empty[w]
             billed[w]["SQS.ReceiveMessage"] += round(float(chunks.sum()))
             billed[w]["SQS.DeleteMessageBatch"] += modeled[w]["SQS.DeleteMessageBatch"]
