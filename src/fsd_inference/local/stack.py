@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import time
 import warnings
 import zipfile
@@ -71,16 +72,27 @@ def load_template(path: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- package
 
 
+def _code_files(folder: Path) -> list[Path]:
+    """The files of a code folder, without bytecode caches and hidden folders (tool
+    caches, and src/.zig: the C compiler src/Makefile fetches for ``sam build``, 19,500
+    files that made a local deploy take 14 s instead of 1)."""
+    found = []
+    for directory, subfolders, files in os.walk(folder):
+        subfolders[:] = [d for d in subfolders if d not in SKIPPED_IN_ZIP
+                         and not d.startswith(".")]
+        found += [Path(directory) / f for f in files if not f.endswith(".pyc")]
+    return sorted(found)
+
+
 def zip_folder(folder: Path) -> bytes:
-    """A deterministic zip of a code folder (no bytecode caches), as Lambda expects."""
+    """A deterministic zip of a code folder (see _code_files), as Lambda expects."""
     if not folder.is_dir():
         raise ConfigError(f"CodeUri {folder} is not a folder")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
+        for path in _code_files(folder):
             relative = path.relative_to(folder)
-            if not path.is_file() or SKIPPED_IN_ZIP & set(relative.parts) or \
-                    path.suffix == ".pyc":
+            if not path.is_file():
                 continue
             info = zipfile.ZipInfo(relative.as_posix(), _ZIP_TIME)
             info.external_attr = 0o644 << 16
