@@ -96,6 +96,10 @@ def test_shaped_counts_equal_a_real_run(aws: AwsConfig, strategy: str, workers: 
     real_sends = sum(w["api_calls"].get("SQS.SendMessageBatch", 0)
                      for w in measured["per_worker"])
     assert predicted["summary"]["api_calls"].get("SQS.SendMessageBatch", 0) == real_sends
+    real_deletes = sum(w["api_calls"].get("SQS.DeleteMessageBatch", 0)
+                       for w in measured["per_worker"])
+    assert real_deletes > 0  # the run read messages, in batches of ten
+    assert prediction.api_calls["SQS.DeleteMessageBatch"] == real_deletes
 
 
 def test_planner_prefers_no_exchange_for_a_model_that_fits(planned: PlanResult) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from fsd_inference.channels import ChannelConfig
+from fsd_inference.channels.sqs import MAX_BATCH_ENTRIES
 from fsd_inference.cloud.history import state_transitions
 from fsd_inference.cost import estimate_cost, load_prices
 from fsd_inference.predict.engine import DEFAULT_DRAWS, Simulation, simulate
@@ -129,11 +130,15 @@ def _api_calls(built: ShapedGraph, sim: Simulation, channel: str, shard_miss: fl
         billed["SQS.GetQueueUrl"] += tasks
         received = sum(float(w.up_bytes.sum()) for w in built.wires)
         calls["SQS.ReceiveMessage"] += round(float((sim.calls + sim.empty).sum()))
-        calls["SQS.DeleteMessageBatch"] += round(float(sim.calls.sum()))
+        # the queue channel deletes in batches of ten (the rest when the block ends), and a
+        # shape that exchanges runs in one block: ceil(messages each task reads / 10)
+        inbox = np.bincount(np.concatenate([t.dst for t in built.traffic]), minlength=tasks)
+        deletes = int(np.ceil(inbox / MAX_BATCH_ENTRIES).sum())
+        calls["SQS.DeleteMessageBatch"] += deletes
         billed["SQS.ReceiveMessage"] += round(max(float(sim.calls.sum()),
                                                   received / SQS_BILLING)
                                               + float(sim.empty.sum()))
-        billed["SQS.DeleteMessageBatch"] += round(float(sim.calls.sum()))
+        billed["SQS.DeleteMessageBatch"] += deletes
     elif exchanges:
         calls[GET] += round(float(sim.empty.sum()))  # probes that found nothing
     width, groups = layout.shape.width, layout.shape.groups
