@@ -74,7 +74,8 @@ def add_planner_options(parser: Container) -> None:
     parser.add_argument("--service", default="aws",
                         help=f"service model: {' or '.join(PROFILES)}, or a parameter file")
     parser.add_argument("--sample-rows", type=arguments.bounded_int(64, 10**9), metavar="N",
-                        help="trace N evenly spaced rows instead of the whole batch: faster "
+                        help="trace N sampled rows (one drawn from each of N equal ranges) "
+                             "instead of the whole batch: faster "
                              "for large batches and networks, an estimate (default: every "
                              "row, exact counts)")
 

@@ -3,7 +3,7 @@
 The planner (fsd_inference.planner) ranks data, pipeline and hybrid shapes by predicted
 cost or latency. Inside the Plan step it works within what the deployment fixes: every
 worker has the stack's ``WorkerMemory`` (so each shape is predicted at that size only),
-at most the request's ``workers`` tasks (``MaxWorkers`` when the request leaves it out),
+at most the request's ``workers`` tasks (a required field, bounded by ``MaxWorkers``),
 the request's channel if it names one (else both are ranked). Its reference pass runs
 over a sample of :data:`~fsd_inference.predict.sampled.DEFAULT_SAMPLE_ROWS` rows, not the
 whole batch (predict/sampled.py), so planning costs seconds even where the batch's whole
