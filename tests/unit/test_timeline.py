@@ -87,3 +87,17 @@ def test_local_history_pages_as_aws_pages_them() -> None:
     assert page(events, 5000, False, None) == (events, None)  # at most 1,000 a page
     with pytest.raises(InvalidToken):
         page(events, 3, False, "not-a-token")
+
+
+def test_local_history_pages_stay_put_while_the_history_grows() -> None:
+    """A token names the next event, so events appended between two pages of a
+    newest-first read neither repeat nor hide the older ones (AWS's tokens behave so)."""
+    from fsd_inference.local.history_pages import page
+
+    events = [{"id": i} for i in range(1, 8)]
+    first, token = page(events, 3, True, None)
+    events += [{"id": 8}, {"id": 9}]
+    second, token = page(events, 3, True, token)
+    third, last = page(events, 3, True, token)
+    assert [e["id"] for e in first + second + third] == [7, 6, 5, 4, 3, 2, 1]
+    assert last is None

@@ -189,10 +189,14 @@ class HistoryReader:
             if len(events) > 1 and int(events[0]["id"]) < int(events[-1]["id"]):
                 self.events = execution_history(self.client, self.execution_arn)
                 return self.events  # oldest first: reverseOrder is not supported
-            fresh = [e for e in events if int(e["id"]) > last]
+            # ids already held (or taken from an earlier page of this read) are skipped:
+            # the history grows while it is paged newest first
+            oldest = int(new[-1]["id"]) if new else None
+            fresh = [e for e in events
+                     if int(e["id"]) > last and (oldest is None or int(e["id"]) < oldest)]
             new.extend(fresh)
             token = page.get("nextToken")
-            if len(fresh) < len(events) or not token:
+            if not token or any(int(e["id"]) <= last for e in events):
                 break
         self.events.extend(reversed(new))
         return self.events

@@ -8,7 +8,7 @@ workers. AWS pages the history (at most 1,000 events a call) and can return it n
 first, so a follower reads only what is new (cloud.timeline.HistoryReader). This patch
 gives the embedded AWS the same parameters; without ``maxResults`` it returns the
 whole history, as moto did. The token is opaque to clients (here: the offset of the
-next page in the requested order).
+next event to return, stable while events are appended).
 """
 
 from __future__ import annotations
@@ -30,17 +30,27 @@ class InvalidToken(LocalRuntimeError):
 
 def page(events: list[dict[str, Any]], max_results: int | None, reverse: bool,
          token: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of ``events`` (oldest first) and the token of the next, as AWS pages."""
-    ordered = events[::-1] if reverse else events
+    """One page of ``events`` (oldest first) and the token of the next, as AWS pages.
+
+    The token names the id of the next event to return, not an offset: events are
+    appended while a follower pages newest first, and an offset into the reversed list
+    would then hand out again events the previous page held.
+    """
     if max_results is None and token is None:
-        return list(ordered), None
+        return list(events[::-1] if reverse else events), None
     size = min(max(1, max_results or MAX_RESULTS), MAX_RESULTS)
     try:
-        start = int(token) if token else 0
+        start = int(token) if token else None
     except ValueError as exc:
         raise InvalidToken(f"invalid nextToken {token!r}") from exc
-    end = start + size
-    return list(ordered[start:end]), (str(end) if end < len(ordered) else None)
+    if reverse:
+        ordered = [e for e in reversed(events) if start is None or int(e["id"]) <= start]
+    else:
+        ordered = [e for e in events if start is None or int(e["id"]) >= start]
+    chunk = ordered[:size]
+    if len(ordered) <= size:
+        return chunk, None
+    return chunk, str(ordered[size]["id"])
 
 
 def _get_execution_history(self: Any) -> Any:
