@@ -29,6 +29,7 @@ ENV_CACHE_DIR = "FSD_CACHE_DIR"
 ENV_THREADS = "FSD_THREADS"  # threads of the layer kernel (default: the CPUs available)
 ENV_KERNEL = "FSD_KERNEL"  # auto | fused | scipy
 ENV_KERNEL_LIBRARY = "FSD_KERNEL_LIBRARY"  # another build of libfsdkernel.so
+ENV_HEAP = "FSD_HEAP"  # retain (default: keep freed memory for the next layer) | os
 
 # Row parts (micro-batches, strategy/shape.py) a run may cut its rows into: the worker
 # loop keys every message by (layer, part), and a pipeline streams parts between stages.

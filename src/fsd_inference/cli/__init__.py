@@ -23,6 +23,7 @@ from fsd_inference.cli import (
 )
 from fsd_inference.cli.common import HelpFormatter
 from fsd_inference.exceptions import FsdError
+from fsd_inference.kernel.heap import retain_freed_memory
 from fsd_inference.output import human_lines_to_stderr
 
 EXIT_BROKEN_PIPE = 141  # as a shell reports a command ended by SIGPIPE
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # the commands read, compute and write arrays of tens of MB one after another: reuse
+    # freed memory from the start (reading the input churns pages too), not only once a
+    # kernel is made
+    retain_freed_memory()
     try:
         with human_lines_to_stderr(getattr(args, "json", None)):
             return int(args.func(args))

@@ -12,6 +12,7 @@ from fsd_inference.exceptions import ConfigError
 from fsd_inference.kernel import library
 from fsd_inference.kernel.base import LayerKernel
 from fsd_inference.kernel.fused import FusedKernel
+from fsd_inference.kernel.heap import retain_freed_memory
 from fsd_inference.kernel.scipy_kernel import ScipyKernel
 
 KERNELS: dict[str, type[LayerKernel]] = {"fused": FusedKernel, "scipy": ScipyKernel}
@@ -62,5 +63,7 @@ def resolve_kernel_name(name: str | None = None) -> str:
 
 def get_kernel(name: str | None = None, threads: int | None = None, share: int = 1
                ) -> LayerKernel:
-    """The layer kernel to use, resolved argument > environment > default."""
+    """The layer kernel to use, resolved argument > environment > default; the process
+    that asks will compute layers, so its allocator keeps freed memory (kernel/heap.py)."""
+    retain_freed_memory()
     return KERNELS[resolve_kernel_name(name)](resolve_threads(threads, share))
