@@ -94,7 +94,9 @@ class _Layer:
 
     shard: LayerShard
     weights: LayerWeights
-    local: ColumnMap  # own previous outputs -> input positions (unneeded ones: none)
+    # own previous outputs -> input positions (unneeded ones: none); None when output c
+    # is position c (a data task holds every neuron), so the kernel needs no merge
+    local: ColumnMap | None
     remote: dict[int, ColumnMap]  # source slot -> its block's columns -> input positions
 
     @classmethod
@@ -107,8 +109,9 @@ class _Layer:
                 remote[source] = ColumnMap.gather(positions, columns, width)
             else:
                 remote[source] = ColumnMap.one_to_one(positions)
-        return cls(shard, LayerWeights(shard.weights),
-                   ColumnMap.gather(shard.local_to, shard.local_from, previous_width), remote)
+        local = ColumnMap.gather(shard.local_to, shard.local_from, previous_width)
+        return cls(shard, LayerWeights(shard.weights), None if local.identity else local,
+                   remote)
 
     def pieces(self, own: sp.csr_matrix, blocks: dict[int, Block]) -> list[Piece]:
         pieces = [Piece(own, columns=self.local)]
