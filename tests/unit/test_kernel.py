@@ -354,3 +354,48 @@ def test_generated_networks_take_the_twin_path() -> None:
     y.sort_indices()
     kernel.single(y, LayerWeights(net.layers[0]), net.bias)
     assert kernel.twin_rows == np.count_nonzero(np.diff(y.indptr)) > 0
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_result_owns_the_kernels_buffers_until_its_last_view_is_gone(dtype: str) -> None:
+    """One block's arrays become the result's without a copy (fsd_detach); a view that
+    outlives the matrix keeps its values through later layers that reuse the heap."""
+    import gc
+
+    network = radixnet(16).astype(dtype)
+    weights = [LayerWeights(w) for w in network.layers]
+    kernel = FusedKernel(1)
+    y = sp.csr_matrix(mnist(300), dtype=dtype)
+    first = kernel.step([Piece(y)], y.shape[0], weights[0], network.bias)
+    assert first.data.base is not None and first.indices.base is not None  # not copies
+    want = SCIPY.step([Piece(y)], y.shape[0], weights[0], network.bias)
+    tail_values, tail_columns = first.data[7:], first.indices[7:]
+    del first
+    gc.collect()
+    z = want
+    for w in weights[1:]:  # allocate and free layer after layer over the same heap
+        z = kernel.step([Piece(z)], z.shape[0], w, network.bias)
+    assert tail_values.tobytes() == want.data[7:].tobytes()
+    np.testing.assert_array_equal(tail_columns, want.indices[7:])
+
+
+def test_an_identity_column_map_is_recognised() -> None:
+    """The worker drops a map that sends column c to position c (kernel reads the piece
+    in place); any other map is kept."""
+    assert ColumnMap.gather(np.arange(5), np.arange(5), 5).identity
+    assert not ColumnMap.gather(np.arange(4), np.arange(4), 5).identity  # column 4 unused
+    assert not ColumnMap.gather(np.array([0, 2, 1]), np.arange(3), 3).identity
+    assert not ColumnMap.one_to_one(np.array([1, 2, 3])).identity
+
+
+def test_the_heap_keeps_freed_memory_where_glibc_allows() -> None:
+    """kernel/heap.py: on glibc (this machine, Lambda) mallopt takes the thresholds."""
+    import platform
+
+    from fsd_inference.kernel.heap import retain_freed_memory
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert retain_freed_memory() is expected

@@ -111,13 +111,34 @@ void fsd_free(fsd_result *r) {
     free(r);
 }
 
+/* Hand the block's column and value arrays to the caller, shrunk to nnz entries (in
+ * place: glibc's realloc does not move a shrinking chunk), instead of copying them out:
+ * at 4096 neurons x 10,000 rows the copy was a quarter of a layer's time. The caller
+ * frees both with fsd_release; fsd_free frees the rest of the result. */
+void fsd_detach(fsd_result *r, int32_t **indices, void **data, int64_t item) {
+    if (r->nnz > 0 && r->nnz < r->capacity) {
+        int32_t *fewer = realloc(r->indices, (size_t)r->nnz * sizeof(int32_t));
+        if (fewer) r->indices = fewer;
+        void *less = realloc(r->data, (size_t)r->nnz * (size_t)item);
+        if (less) r->data = less;
+    }
+    *indices = r->indices;
+    *data = r->data;
+    r->indices = NULL;
+    r->data = NULL;
+    r->capacity = 0;
+}
+
+void fsd_release(void *p) { free(p); }
+
 int64_t fsd_nnz(const fsd_result *r) { return r->nnz; }
 int64_t fsd_scaled_rows(const fsd_result *r) { return r->scaled_rows; }
 int64_t fsd_twin_rows(const fsd_result *r) { return r->twin_rows; }
 int64_t fsd_bad_at(const fsd_result *r) { return r->bad_at; }
 
 /* Copy a block's rows into the caller's arrays: indptr_out[i] = base + entries up to and
- * including row i of the block (the caller passes &indptr[row0 + 1]). */
+ * including row i of the block (the caller passes &indptr[row0 + 1]). With indices_out
+ * NULL only the row pointers are written (the caller took the arrays: fsd_detach). */
 void fsd_collect(const fsd_result *r, int64_t base, int64_t *indptr_out, int32_t *indices_out,
                  void *data_out, int64_t item) {
     int64_t at = base;
@@ -125,7 +146,7 @@ void fsd_collect(const fsd_result *r, int64_t base, int64_t *indptr_out, int32_t
         at += r->counts[i];
         indptr_out[i] = at;
     }
-    if (r->nnz) {
+    if (r->nnz && indices_out) {
         memcpy(indices_out, r->indices, (size_t)r->nnz * sizeof(int32_t));
         memcpy(data_out, r->data, (size_t)r->nnz * (size_t)item);
     }

@@ -3,13 +3,15 @@ per block of rows, in compiled C (fused.c), bit-for-bit equal to :mod:`scipy_ker
 
 Rows are cut into blocks of about equal work (the input entries they hold); with more
 than one thread, a pool of Python threads runs the blocks (each ctypes call releases
-the GIL), and the blocks' rows are copied once into the result.
+the GIL), and the blocks' rows are copied once into the result (in parallel); a single
+block's arrays become the result's without a copy.
 """
 
 from __future__ import annotations
 
 import ctypes
 import itertools
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -218,19 +220,53 @@ class FusedKernel(LayerKernel):
         self.twin_rows = sum(int(self._lib.fsd_twin_rows(h)) for h in handles)
         total = sum(sizes)
         indptr = np.zeros(batch + 1, dtype=np.int64)
-        indices = np.empty(total, dtype=np.int32)
-        data = np.empty(total, dtype=dtype)
-        offset = 0
-        for handle, (row0, _), size in zip(handles, blocks, sizes, strict=True):
-            self._lib.fsd_collect(handle, offset, indptr.ctypes.data + 8 * (row0 + 1),
-                                  indices.ctypes.data + 4 * offset,
-                                  data.ctypes.data + dtype.itemsize * offset, dtype.itemsize)
-            offset += size
+        if len(handles) == 1 and total:  # one block: its arrays become the result's
+            indices, data = self._adopt(handles[0], total, dtype)
+            self._lib.fsd_collect(handles[0], 0, indptr.ctypes.data + 8 * (blocks[0][0] + 1),
+                                  None, None, dtype.itemsize)
+        else:  # several: each block copied into place, in parallel
+            indices = np.empty(total, dtype=np.int32)
+            data = np.empty(total, dtype=dtype)
+            offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).tolist()
+
+            def copy(b: int) -> None:
+                self._lib.fsd_collect(handles[b], offsets[b],
+                                      indptr.ctypes.data + 8 * (blocks[b][0] + 1),
+                                      indices.ctypes.data + 4 * offsets[b],
+                                      data.ctypes.data + dtype.itemsize * offsets[b],
+                                      dtype.itemsize)
+
+            if self.threads > 1 and len(handles) > 1:
+                list(_pool(self.threads).map(copy, range(len(handles))))
+            else:
+                for b in range(len(handles)):
+                    copy(b)
         index_dtype = np.int32 if total < np.iinfo(np.int32).max else np.int64
         result = sp.csr_matrix((data, indices.astype(index_dtype, copy=False),
                                 indptr.astype(index_dtype)), shape=(batch, n_out), copy=False)
         result.has_sorted_indices = True
         return result
+
+    def _adopt(self, handle: int, size: int, dtype: np.dtype[Any]
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """A block's column and value arrays as numpy arrays over the kernel's own
+        buffers (no copy); each buffer is released when the last array viewing it is."""
+        indices_at, data_at = ctypes.c_void_p(), ctypes.c_void_p()
+        self._lib.fsd_detach(handle, ctypes.byref(indices_at), ctypes.byref(data_at),
+                             dtype.itemsize)
+        value_type = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+        return (_owned(self._lib, indices_at.value, ctypes.c_int32, size),
+                _owned(self._lib, data_at.value, value_type, size))
+
+
+def _owned(lib: ctypes.CDLL, address: int | None, ctype: Any, size: int) -> np.ndarray:
+    """``size`` items of ``ctype`` at ``address`` (malloc'd by the kernel) as an array
+    that frees them (``fsd_release``) once it and every view of it are gone."""
+    if not address:
+        raise KernelError("the kernel handed over no buffer")
+    buffer = (ctype * size).from_address(address)
+    weakref.finalize(buffer, lib.fsd_release, address)
+    return np.ctypeslib.as_array(buffer)
 
 
 def _message(status: int, where: int, block: tuple[int, int]) -> str:

@@ -18,6 +18,8 @@ from fsd_inference.constants import ENV_KERNEL_LIBRARY
 LIBRARY_NAME = "libfsdkernel.so"
 OK, NO_MEMORY, BAD_COLUMN, BAD_POSITION = 0, 1, 2, 4
 
+SYMBOLS = ("fsd_layer_f32", "fsd_layer_f64", "fsd_nnz", "fsd_scaled_rows", "fsd_twin_rows",
+           "fsd_bad_at", "fsd_collect", "fsd_free", "fsd_detach", "fsd_release")
 _i64 = ctypes.c_int64
 _p = ctypes.c_void_p
 
@@ -50,6 +52,8 @@ def load() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(path))
     except OSError:
         return None
+    if any(not hasattr(lib, name) for name in SYMBOLS):
+        return None  # built from an older fused.c
     for name in ("fsd_layer_f32", "fsd_layer_f64"):
         function = getattr(lib, name)
         function.argtypes = [ctypes.POINTER(PieceStruct), ctypes.c_int32,
@@ -63,6 +67,10 @@ def load() -> ctypes.CDLL | None:
     lib.fsd_collect.restype = None
     lib.fsd_free.argtypes = [_p]
     lib.fsd_free.restype = None
+    lib.fsd_detach.argtypes = [_p, ctypes.POINTER(_p), ctypes.POINTER(_p), _i64]
+    lib.fsd_detach.restype = None
+    lib.fsd_release.argtypes = [_p]
+    lib.fsd_release.restype = None
     return lib
 
 
@@ -75,4 +83,8 @@ def load_error() -> str:
         ctypes.CDLL(str(path))
     except OSError as exc:
         return f"{path} does not load: {exc}"
+    missing = [name for name in SYMBOLS if not hasattr(ctypes.CDLL(str(path)), name)]
+    if missing:
+        return (f"{path} lacks {', '.join(missing)}: built from an older fused.c "
+                f"(reinstall: pip install -e . or make)")
     return f"{path} loads"
