@@ -399,3 +399,15 @@ def test_the_heap_keeps_freed_memory_where_glibc_allows() -> None:
 
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert retain_freed_memory() is expected
+
+
+def test_an_unknown_heap_mode_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fsd_inference.exceptions import ConfigError
+    from fsd_inference.kernel import heap
+
+    monkeypatch.setattr(heap, "_DONE", [])
+    monkeypatch.setenv("FSD_HEAP", "off")
+    with pytest.raises(ConfigError, match="FSD_HEAP='off'"):
+        heap.retain_freed_memory()
+    monkeypatch.setenv("FSD_HEAP", "os")
+    assert heap.retain_freed_memory() is False  # the defaults kept: nothing applied

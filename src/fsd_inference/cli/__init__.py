@@ -54,11 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # the commands read, compute and write arrays of tens of MB one after another: reuse
-    # freed memory from the start (reading the input churns pages too), not only once a
-    # kernel is made
-    retain_freed_memory()
     try:
+        # the commands read, compute and write arrays of tens of MB one after another:
+        # reuse freed memory from the start (reading the input churns pages too), not
+        # only once a kernel is made
+        retain_freed_memory()
         with human_lines_to_stderr(getattr(args, "json", None)):
             return int(args.func(args))
     except FsdError as exc:

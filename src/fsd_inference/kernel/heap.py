@@ -1,7 +1,7 @@
 """Keep freed memory in the process's heap between layers (glibc's ``mallopt``).
 
-Every layer allocates its output (the kernel's buffers, then the CSR arrays: 60-90 MB a
-layer at 4096 neurons x 10,000 rows) and frees the previous layer's. glibc serves each
+Every layer allocates its output (60-90 MB a layer at 4096 neurons x 10,000 rows) and
+frees the previous layer's. glibc serves each
 allocation above its mmap threshold (128 KiB, rising to at most 32 MiB as chunks are
 freed) with a fresh ``mmap`` and unmaps it on ``free``, so each layer writes into
 untouched pages: the OS takes a fault per 4 KiB page and zeroes it. Measured on
@@ -22,11 +22,13 @@ import ctypes
 import os
 
 from fsd_inference.constants import ENV_HEAP
+from fsd_inference.exceptions import ConfigError
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 512 * 2**20  # larger allocations still map their own pages
 TRIM_THRESHOLD = 512 * 2**20  # free memory kept at the heap's top before it is returned
+RETAIN, OS = "retain", "os"  # the values of $FSD_HEAP
 _DONE: list[bool] = []
 
 
@@ -34,8 +36,11 @@ def retain_freed_memory() -> bool:
     """Tune this process's allocator once; True if it now keeps freed chunks."""
     if _DONE:
         return _DONE[0]
+    mode = os.environ.get(ENV_HEAP) or RETAIN
+    if mode not in (RETAIN, OS):
+        raise ConfigError(f"{ENV_HEAP}={mode!r}: use {RETAIN} (the default) or {OS}")
     applied = False
-    if os.environ.get(ENV_HEAP, "retain") != "os":
+    if mode == RETAIN:
         try:
             mallopt = ctypes.CDLL(None).mallopt
         except (AttributeError, OSError):  # not glibc
