@@ -336,6 +336,25 @@ def test_twin_classes_are_exactly_the_identical_columns(
     assert found.representatives.tolist() == [groups[c][0] for c in range(found.classes)]
 
 
+def test_twin_classes_stay_exact_when_every_hash_collides(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A column that differs from its bucket's leader is regrouped with the others that
+    did, so colliding hashes cannot split a class (hypothesis found a split once)."""
+    from fsd_inference.kernel import twins
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(6, 4))
+    w = sp.csr_matrix(base[:, rng.integers(0, 4, 30)])
+    monkeypatch.setattr(twins, "_column_hashes",
+                        lambda csc: np.zeros(csc.shape[1], dtype=np.uint64))
+    found = twin_outputs(w)
+    groups: dict[int, list[int]] = {}
+    for k, c in enumerate(found.class_of.tolist()):
+        groups.setdefault(c, []).append(k)
+    assert sorted(groups.values()) == brute_force_classes(w)
+    assert found.classes == 4
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("threads", THREADS)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -43,34 +43,47 @@ def _column_hashes(csc: sp.csc_matrix) -> np.ndarray:
     return hashes
 
 
+def _leaders(columns: np.ndarray, fan_in: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """For each of ``columns`` (ascending), the lowest of them with the same entry count
+    and hash."""
+    n = columns.size
+    order = np.lexsort((columns, hashes[columns], fan_in[columns]))
+    same = np.zeros(n, dtype=bool)
+    if n > 1:
+        f, h = fan_in[columns][order], hashes[columns][order]
+        same[1:] = (f[1:] == f[:-1]) & (h[1:] == h[:-1])
+    first = order[np.maximum.accumulate(np.where(~same, np.arange(n), 0))]
+    leaders = np.empty(n, dtype=np.int64)
+    leaders[order] = columns[first]
+    return leaders
+
+
 def twin_outputs(matrix: sp.spmatrix) -> Twins:
     """Group the columns of ``matrix`` into classes of identical columns.
 
-    Columns are bucketed by (entry count, hash), and every column is then checked
-    entry by entry against its bucket's first column, so a hash collision can only
-    split a class, never merge different columns.
+    Columns are bucketed by (entry count, hash) and every column is checked entry by entry
+    against its bucket's lowest column. A column that differs (a hash collision) is
+    bucketed again among the other such columns, until every column matches its leader:
+    the classes are exactly the identical columns.
     """
     csc = sp.csc_matrix(matrix)
     csc.sum_duplicates()  # canonical: sorted rows, no duplicates (a copy if needed)
     n_out = csc.shape[1]
     fan_in = np.diff(csc.indptr)
     hashes = _column_hashes(csc)
-    order = np.lexsort((np.arange(n_out), hashes, fan_in))
-    same = np.zeros(n_out, dtype=bool)
-    if n_out > 1:
-        same[1:] = (fan_in[order][1:] == fan_in[order][:-1]) & (
-            hashes[order][1:] == hashes[order][:-1])
-    bucket_first = order[np.maximum.accumulate(np.where(~same, np.arange(n_out), 0))]
-    candidate = np.empty(n_out, dtype=np.int64)
-    candidate[order] = bucket_first  # each column's bucket leader (its lowest column)
-    # verify: every entry of column k equals the same entry of its candidate
+    candidate = _leaders(np.arange(n_out), fan_in, hashes)
     offsets = np.arange(csc.nnz) - np.repeat(csc.indptr[:-1], fan_in)
     mine = np.repeat(np.arange(n_out), fan_in)
-    theirs = csc.indptr[candidate[mine]] + offsets
     bits = np.ascontiguousarray(csc.data).view(f"u{csc.data.dtype.itemsize}")
-    equal = (csc.indices == csc.indices[theirs]) & (bits == bits[theirs])
-    mismatched = np.unique(mine[~equal])
-    candidate[mismatched] = mismatched  # a collision: the column stands alone
+    while True:
+        # verify: every entry of column k equals the same entry of its candidate
+        theirs = csc.indptr[candidate[mine]] + offsets
+        equal = (csc.indices == csc.indices[theirs]) & (bits == bits[theirs])
+        mismatched = np.unique(mine[~equal])
+        if mismatched.size == 0:
+            break
+        # each round, the lowest column of every regrouped bucket leads itself
+        candidate[mismatched] = _leaders(mismatched, fan_in, hashes)
     representatives, class_of = np.unique(candidate, return_inverse=True)
     return Twins(np.asarray(class_of, dtype=np.int32).ravel(),
                  representatives.astype(np.int64))
