@@ -80,10 +80,10 @@ def load_error() -> str:
     if not path.is_file():
         return f"{path} is not built (pip install builds it; it needs a C compiler)"
     try:
-        ctypes.CDLL(str(path))
+        lib = ctypes.CDLL(str(path))
     except OSError as exc:
         return f"{path} does not load: {exc}"
-    missing = [name for name in SYMBOLS if not hasattr(ctypes.CDLL(str(path)), name)]
+    missing = [name for name in SYMBOLS if not hasattr(lib, name)]
     if missing:
         return (f"{path} lacks {', '.join(missing)}: built from an older fused.c "
                 f"(reinstall: pip install -e . or make)")
