@@ -19,7 +19,7 @@ import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import IO
 
@@ -96,15 +96,12 @@ def read_triples(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not path.is_file():
         raise InputFormatError(path, "no such file")
     try:
-        with warnings.catch_warnings():
+        # numpy's reader opens a plain file itself: 30% faster than through a handle
+        source = _open_text(path) if path.suffix == ".gz" else nullcontext(path)
+        with source as text, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data": ours below
-            if path.suffix == ".gz":
-                with _open_text(path) as text:
-                    table = np.loadtxt(text, delimiter="\t", dtype=np.float64, ndmin=2,
-                                       comments=None)
-            else:  # numpy's reader on the path itself: 30% faster than through a handle
-                table = np.loadtxt(path, delimiter="\t", dtype=np.float64, ndmin=2,
-                                   comments=None, encoding="utf-8")
+            table = np.loadtxt(text, delimiter="\t", dtype=np.float64, ndmin=2, comments=None,
+                               encoding="utf-8")
     except (ValueError, *UNREADABLE) as exc:
         if isinstance(exc, UNREADABLE):
             raise InputFormatError(path, f"cannot be read as text: {exc}") from exc
