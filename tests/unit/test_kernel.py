@@ -424,9 +424,12 @@ def test_an_unknown_heap_mode_is_refused_by_name(monkeypatch: pytest.MonkeyPatch
     from fsd_inference.exceptions import ConfigError
     from fsd_inference.kernel import heap
 
-    monkeypatch.setattr(heap, "_DONE", [])
-    monkeypatch.setenv("FSD_HEAP", "off")
-    with pytest.raises(ConfigError, match="FSD_HEAP='off'"):
-        heap.retain_freed_memory()
-    monkeypatch.setenv("FSD_HEAP", "os")
-    assert heap.retain_freed_memory() is False  # the defaults kept: nothing applied
+    heap.retain_freed_memory.cache_clear()
+    try:
+        monkeypatch.setenv("FSD_HEAP", "off")
+        with pytest.raises(ConfigError, match="FSD_HEAP='off'"):
+            heap.retain_freed_memory()
+        monkeypatch.setenv("FSD_HEAP", "os")
+        assert heap.retain_freed_memory() is False  # the defaults kept: nothing applied
+    finally:
+        heap.retain_freed_memory.cache_clear()  # the next caller tunes the heap again

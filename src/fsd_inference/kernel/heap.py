@@ -19,6 +19,7 @@ nothing. ``FSD_HEAP=os`` leaves the allocator's defaults (for measuring the diff
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 
 from fsd_inference.constants import ENV_HEAP
@@ -29,13 +30,11 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 512 * 2**20  # larger allocations still map their own pages
 TRIM_THRESHOLD = 512 * 2**20  # free memory kept at the heap's top before it is returned
 RETAIN, OS = "retain", "os"  # the values of $FSD_HEAP
-_DONE: list[bool] = []
 
 
+@functools.cache
 def retain_freed_memory() -> bool:
     """Tune this process's allocator once; True if it now keeps freed chunks."""
-    if _DONE:
-        return _DONE[0]
     mode = os.environ.get(ENV_HEAP) or RETAIN
     if mode not in (RETAIN, OS):
         raise ConfigError(f"{ENV_HEAP}={mode!r}: use {RETAIN} (the default) or {OS}")
@@ -48,5 +47,4 @@ def retain_freed_memory() -> bool:
         if mallopt is not None:
             applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
                            and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-    _DONE.append(applied)
     return applied
