@@ -113,11 +113,15 @@ def read_triples(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         line, message = _first_bad_line(path)
         raise InputFormatError(path, message, line or None)
 
+    # whole-array checks first (the common, valid case); the row-wise search for the
+    # first bad entry only when one fails
     index_part = table[:, :2]
-    bad = ~np.isfinite(index_part).all(axis=1) | (index_part < 1).any(axis=1)
-    bad |= (index_part > MAX_INDEX).any(axis=1)
-    bad |= (index_part != np.floor(index_part)).any(axis=1)
-    if bad.any():
+    with np.errstate(invalid="ignore"):  # NaN and out-of-range values fail below
+        counts = index_part.astype(np.int64)
+    if not (((index_part >= 1) & (index_part <= MAX_INDEX)).all()
+            and (counts == index_part).all()):
+        bad = ~((index_part >= 1) & (index_part <= MAX_INDEX)).all(axis=1)
+        bad |= (index_part != np.floor(index_part)).any(axis=1)
         i = int(np.argmax(bad))
         raise InputFormatError(
             path,
@@ -126,13 +130,12 @@ def read_triples(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             _line_of_entry(path, i),
         )
     values = table[:, 2]
-    nonfinite = ~np.isfinite(values)
-    if nonfinite.any():
-        i = int(np.argmax(nonfinite))
+    if not np.isfinite(values).all():
+        i = int(np.argmax(~np.isfinite(values)))
         raise InputFormatError(path, f"value {values[i]} is not finite", _line_of_entry(path, i))
 
-    rows = index_part[:, 0].astype(np.int64) - 1
-    cols = index_part[:, 1].astype(np.int64) - 1
+    rows = counts[:, 0] - 1
+    cols = counts[:, 1] - 1
     _reject_duplicates(path, rows, cols)
     return rows, cols, values
 
@@ -140,6 +143,8 @@ def read_triples(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _reject_duplicates(path: Path, rows: np.ndarray, cols: np.ndarray) -> None:
     width = int(cols.max()) + 1
     keys = rows * width + cols
+    if keys.size < 2 or (keys[1:] > keys[:-1]).all():  # sorted files: one pass, no sort
+        return
     order = np.argsort(keys, kind="stable")
     dup = np.flatnonzero(keys[order][1:] == keys[order][:-1])
     if dup.size:
