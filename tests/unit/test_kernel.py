@@ -17,10 +17,9 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fsd_inference.kernel import ColumnMap, KernelError, LayerWeights, Piece
+from fsd_inference.kernel import ColumnMap, KernelError, LayerWeights, Piece, library, twins
 from fsd_inference.kernel.fused import FusedKernel, row_blocks
 from fsd_inference.kernel.scipy_kernel import ScipyKernel
-from fsd_inference.kernel.twins import twin_outputs
 from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path
 from fsd_inference.model.network import Network
@@ -323,36 +322,63 @@ def twin_cases(draw: st.DrawFn) -> tuple[sp.csr_matrix, sp.csr_matrix, str]:
     return sp.csr_matrix(w), y, dtype
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=twin_cases())
-def test_twin_classes_are_exactly_the_identical_columns(
-        case: tuple[sp.csr_matrix, sp.csr_matrix, str]) -> None:
-    w, _, _ = case
-    found = twin_outputs(w)
+def compiled_twins(w: sp.spmatrix) -> twins.Twins:
+    lib = library.load()
+    assert lib is not None, library.load_error()
+    return twins.compiled_twins(lib, w)
+
+
+# the library's pass (what the kernel and the plan use) and NumPy's (their fallback)
+TWIN_FINDERS = {"compiled": compiled_twins, "numpy": twins.numpy_twins}
+
+
+def classes_of(found: twins.Twins) -> dict[int, list[int]]:
     groups: dict[int, list[int]] = {}
     for k, c in enumerate(found.class_of.tolist()):
         groups.setdefault(c, []).append(k)
+    return groups
+
+
+@pytest.mark.parametrize("finder", TWIN_FINDERS)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=twin_cases())
+def test_twin_classes_are_exactly_the_identical_columns(
+        finder: str, case: tuple[sp.csr_matrix, sp.csr_matrix, str]) -> None:
+    w, _, _ = case
+    found = TWIN_FINDERS[finder](w)
+    groups = classes_of(found)
     assert sorted(groups.values()) == brute_force_classes(w)
     assert found.representatives.tolist() == [groups[c][0] for c in range(found.classes)]
 
 
+@pytest.mark.parametrize("finder", TWIN_FINDERS)
 def test_twin_classes_stay_exact_when_every_hash_collides(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        finder: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A column that differs from its bucket's leader is regrouped with the others that
     did, so colliding hashes cannot split a class (hypothesis found a split once)."""
-    from fsd_inference.kernel import twins
-
     rng = np.random.default_rng(3)
     base = rng.normal(size=(6, 4))
     w = sp.csr_matrix(base[:, rng.integers(0, 4, 30)])
-    monkeypatch.setattr(twins, "_column_hashes",
-                        lambda csc: np.zeros(csc.shape[1], dtype=np.uint64))
-    found = twin_outputs(w)
-    groups: dict[int, list[int]] = {}
-    for k, c in enumerate(found.class_of.tolist()):
-        groups.setdefault(c, []).append(k)
-    assert sorted(groups.values()) == brute_force_classes(w)
+    if finder == "compiled":
+        lib = library.load()
+        assert lib is not None, library.load_error()
+        found = twins.compiled_twins(lib, w, hash_mask=0)
+    else:
+        monkeypatch.setattr(twins, "_column_hashes",
+                            lambda csc: np.zeros(csc.shape[1], dtype=np.uint64))
+        found = twins.numpy_twins(w)
+    assert sorted(classes_of(found).values()) == brute_force_classes(w)
     assert found.classes == 4
+
+
+def test_twin_classes_of_a_matrix_with_duplicate_entries_are_those_of_its_sums() -> None:
+    """A non-canonical W (a duplicate entry, unsorted columns) is summed first."""
+    # row 0 holds column 0 twice (1 + 1) and column 1 once (2): equal once summed
+    w = sp.csr_matrix((np.array([1.0, 2.0, 1.0]), np.array([0, 1, 0]), np.array([0, 3])),
+                      shape=(1, 3))
+    assert not w.has_canonical_format
+    for finder in TWIN_FINDERS.values():
+        assert sorted(classes_of(finder(w)).values()) == [[0, 1], [2]]
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

@@ -180,3 +180,107 @@ void fsd_collect(const fsd_result *r, int64_t base, int64_t *indptr_out, int32_t
 #undef SUFFIX
 #undef T_MIN_NORMAL
 #undef T_MAX
+
+/*
+ * Twin outputs (kernel/twins.py says why they matter): the classes of identical columns
+ * of W, found in O(nnz) on W's CSR arrays, without a transposed copy.
+ *
+ * W must be canonical (ascending columns within a row, no duplicates), so each column's
+ * entries are met in ascending row order: a column's hash is built entry by entry over
+ * its (row, value bits), and identical columns hash alike. Columns are bucketed by
+ * (entry count, hash); each column is checked entry by entry against its bucket's lowest
+ * column (the leader's entry in the same row; with equal counts, every entry matching
+ * means the columns are equal). Columns that differ
+ * (a hash collision) are bucketed again among themselves, until every column matches its
+ * leader: the classes are exactly the identical columns. Values are compared as bits
+ * (item bytes: 4 or 8), so 0.0 and -0.0 differ, as SciPy's products may.
+ *
+ * Writes leader[k] (the lowest column of k's class) and class_of[k] (classes numbered by
+ * their lowest member); returns the number of classes, or -1 when memory runs out.
+ * hash_mask: ~0 in use; tests pass 0 to make every hash collide.
+ */
+static inline uint64_t value_bits(const void *data, int64_t e, int64_t item) {
+    return item == 4 ? ((const uint32_t *)data)[e] : ((const uint64_t *)data)[e];
+}
+
+#define TWIN_MIX 0x9E3779B97F4A7C15ULL
+
+int64_t fsd_twin_classes(int64_t n_in, int64_t n_out, const int64_t *indptr,
+                         const int32_t *indices, const void *data, int64_t item,
+                         uint64_t hash_mask, int64_t *leader, int32_t *class_of) {
+    uint64_t *hash = calloc((size_t)(n_out > 0 ? n_out : 1), sizeof(uint64_t));
+    int64_t *count = calloc((size_t)(n_out > 0 ? n_out : 1), sizeof(int64_t));
+    int64_t *active = malloc((size_t)(n_out > 0 ? n_out : 1) * sizeof(int64_t));
+    unsigned char *bad = calloc((size_t)(n_out > 0 ? n_out : 1), 1);
+    int64_t slots = 2;
+    while (slots < 2 * n_out) slots *= 2;
+    int64_t *table = malloc((size_t)slots * sizeof(int64_t));
+    int64_t *where = malloc((size_t)(n_out > 0 ? n_out : 1) * sizeof(int64_t));
+    int64_t *seen = malloc((size_t)(n_out > 0 ? n_out : 1) * sizeof(int64_t));
+    int64_t classes = -1, n_active = n_out;
+    if (!hash || !count || !active || !bad || !table || !where || !seen) goto done;
+
+    for (int64_t r = 0; r < n_in; r++) {
+        const uint64_t at = ((uint64_t)r + 1) * TWIN_MIX;
+        for (int64_t e = indptr[r]; e < indptr[r + 1]; e++) {
+            const int32_t c = indices[e];
+            uint64_t h = (hash[c] ^ at ^ value_bits(data, e, item)) * TWIN_MIX;
+            hash[c] = h ^ (h >> 29);
+            count[c]++;
+        }
+    }
+    for (int64_t k = 0; k < n_out; k++) {
+        hash[k] &= hash_mask;
+        active[k] = k;
+        seen[k] = -1;
+    }
+    while (n_active > 0) {
+        /* bucket the active columns (ascending, so each bucket's first is its lowest) */
+        for (int64_t s = 0; s < slots; s++) table[s] = -1;
+        for (int64_t i = 0; i < n_active; i++) {
+            const int64_t k = active[i];
+            uint64_t s = (hash[k] ^ ((uint64_t)count[k] * TWIN_MIX)) & (uint64_t)(slots - 1);
+            for (;; s = (s + 1) & (uint64_t)(slots - 1)) {
+                const int64_t other = table[s];
+                if (other < 0) {
+                    table[s] = k;
+                    leader[k] = k;
+                    break;
+                }
+                if (hash[other] == hash[k] && count[other] == count[k]) {
+                    leader[k] = other;
+                    break;
+                }
+            }
+        }
+        /* check every entry of a column that follows a leader against the leader's
+         * entry in the same row (found through where/seen: O(1), no search) */
+        for (int64_t r = 0; r < n_in; r++) {
+            const int64_t lo = indptr[r], hi = indptr[r + 1];
+            for (int64_t e = lo; e < hi; e++) {
+                where[indices[e]] = e;
+                seen[indices[e]] = r;
+            }
+            for (int64_t e = lo; e < hi; e++) {
+                const int32_t c = indices[e];
+                const int64_t l = leader[c];
+                if (l == c || bad[c]) continue;
+                if (seen[l] != r || value_bits(data, where[l], item) != value_bits(data, e, item))
+                    bad[c] = 1;
+            }
+        }
+        n_active = 0;
+        for (int64_t k = 0; k < n_out; k++) {
+            if (bad[k]) {
+                bad[k] = 0;
+                active[n_active++] = k;
+            }
+        }
+    }
+    classes = 0;
+    for (int64_t k = 0; k < n_out; k++)
+        class_of[k] = leader[k] == k ? (int32_t)classes++ : class_of[leader[k]];
+done:
+    free(hash); free(count); free(active); free(bad); free(table); free(where); free(seen);
+    return classes;
+}

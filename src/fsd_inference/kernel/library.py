@@ -19,7 +19,8 @@ LIBRARY_NAME = "libfsdkernel.so"
 OK, NO_MEMORY, BAD_COLUMN, BAD_POSITION = 0, 1, 2, 4
 
 SYMBOLS = ("fsd_layer_f32", "fsd_layer_f64", "fsd_nnz", "fsd_scaled_rows", "fsd_twin_rows",
-           "fsd_bad_at", "fsd_collect", "fsd_free", "fsd_detach", "fsd_release")
+           "fsd_bad_at", "fsd_collect", "fsd_free", "fsd_detach", "fsd_release",
+           "fsd_twin_classes")
 _i64 = ctypes.c_int64
 _p = ctypes.c_void_p
 
@@ -71,6 +72,8 @@ def load() -> ctypes.CDLL | None:
     lib.fsd_detach.restype = None
     lib.fsd_release.argtypes = [_p]
     lib.fsd_release.restype = None
+    lib.fsd_twin_classes.argtypes = [_i64, _i64, _p, _p, _p, _i64, ctypes.c_uint64, _p, _p]
+    lib.fsd_twin_classes.restype = _i64
     return lib
 
 
