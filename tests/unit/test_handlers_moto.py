@@ -171,8 +171,9 @@ def test_a_bad_request_fails_before_writing_anything(load_event: LoadEvent,
 
 
 @pytest.mark.parametrize("name", ["cleanup_failure", "cleanup_plan_failure"])
-def test_failure_cleanup_gives_a_readable_cause(load_event: LoadEvent, name: str) -> None:
-    event = load_event(name)
+def test_failure_cleanup_gives_a_readable_cause(aws: AwsConfig, load_event: LoadEvent,
+                                                name: str) -> None:
+    event = load_event(name)  # the handlers read the bucket from the server's environment
     result = cleanup.handler(event, Context())
     assert result["failed"] is True
     error = event["state"]["error"]
