@@ -97,7 +97,8 @@ def final_categories(storage: Storage, run: RunInfo, directory: Path) -> np.ndar
     of its entries is, in whatever order and pieces the entries are read."""
     active = np.zeros(run.batch, dtype=bool)
     for rows, _, y in _final_pieces(storage, run, directory):
-        active[rows[np.repeat(np.arange(y.shape[0]), np.diff(y.indptr))[y.data != 0]]] = True
+        y.eliminate_zeros()  # a piece of our own: stored zeros do not make a row active
+        active[rows[np.diff(y.indptr) > 0]] = True
     return np.flatnonzero(active).astype(np.int64) + 1
 
 

@@ -350,9 +350,12 @@ def _upload_work(storage: Storage, run: RunInfo, network: NetworkSource,
         info = shape.task(task)
         r0, r1 = shape.group_rows(info.group, run.batch)
         columns = np.flatnonzero(owners[0] == info.slot)
-        path = write_activations(
-            directory / f"input-{task}.fsdm", sp.csr_matrix(inputs[r0:r1][:, columns]),
-            columns, {"execution": run.execution, "worker": task, "layer": 0})
+        rows = inputs[r0:r1]
+        if columns.size < inputs.shape[1]:  # a data task takes every column as it is
+            rows = rows[:, columns]
+        path = write_activations(directory / f"input-{task}.fsdm", sp.csr_matrix(rows),
+                                 columns, {"execution": run.execution, "worker": task,
+                                           "layer": 0})
         storage.put_file(layout.input(task), path)
         path.unlink()
 
