@@ -381,6 +381,16 @@ def test_twin_classes_of_a_matrix_with_duplicate_entries_are_those_of_its_sums()
         assert sorted(classes_of(finder(w)).values()) == [[0, 1], [2]]
 
 
+def test_twin_classes_of_16_bit_values_are_found_too() -> None:
+    """The library compares 32- and 64-bit values; other widths take NumPy's path."""
+    rng = np.random.default_rng(5)
+    base = rng.integers(-3, 4, size=(5, 3)).astype(np.int16)
+    w = sp.csr_matrix(base[:, rng.integers(0, 3, 12)])
+    found = twins.twin_outputs(w)
+    assert sorted(classes_of(found).values()) == brute_force_classes(w)
+    assert found.classes == 3
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("threads", THREADS)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
