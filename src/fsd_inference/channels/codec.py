@@ -88,6 +88,8 @@ class Block:
         """The nonzero rows of ``activations`` (already restricted to the columns R)."""
         activations = sp.csr_matrix(activations)  # no copy when it is CSR already
         rows = np.flatnonzero(np.diff(activations.indptr))
+        if rows.size == activations.shape[0]:  # every row has a nonzero: all of it, as is
+            return cls(rows.astype(np.int64), activations)
         return cls(rows.astype(np.int64), sp.csr_matrix(activations[rows]))
 
 
