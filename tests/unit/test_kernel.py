@@ -381,6 +381,14 @@ def test_twin_classes_of_a_matrix_with_duplicate_entries_are_those_of_its_sums()
         assert sorted(classes_of(finder(w)).values()) == [[0, 1], [2]]
 
 
+def test_compiled_twins_refuse_a_column_outside_the_matrix() -> None:
+    """The C pass indexes its per-column arrays by W's columns: they are checked first."""
+    w = sp.csr_matrix((2, 3))
+    w.indptr, w.indices, w.data = np.array([0, 1, 1]), np.array([7]), np.array([1.0])
+    with pytest.raises(KernelError, match=r"a column outside 0\.\.2"):
+        compiled_twins(w)
+
+
 def test_twin_classes_of_16_bit_values_are_found_too() -> None:
     """The library compares 32- and 64-bit values; other widths take NumPy's path."""
     rng = np.random.default_rng(5)

@@ -53,35 +53,13 @@ TWIN_GAIN = 2  # use twin outputs when they cut a dense row's sums at least this
 
 
 @dataclass(frozen=True)
-class _Csr:
-    """A CSR matrix's arrays as the C code reads them (int64 row pointers, int32
-    columns, contiguous values), checked once."""
-
-    indptr: np.ndarray
-    indices: np.ndarray
-    data: np.ndarray
-
-    @classmethod
-    def of(cls, matrix: sp.csr_matrix) -> _Csr:
-        n_in, n_out = matrix.shape
-        indptr = np.ascontiguousarray(matrix.indptr, dtype=np.int64)
-        indices = np.ascontiguousarray(matrix.indices, dtype=np.int32)
-        if (indptr.size != n_in + 1 or indptr[0] != 0 or indptr[-1] != indices.size
-                or np.any(np.diff(indptr) < 0)):
-            raise KernelError(f"malformed {n_in} x {n_out} weights: inconsistent row pointers")
-        if indices.size and (indices.min() < 0 or indices.max() >= n_out):
-            raise KernelError(f"malformed {n_in} x {n_out} weights: a column outside "
-                              f"0..{n_out - 1}")
-        return cls(indptr, indices, np.ascontiguousarray(matrix.data))
-
-
-@dataclass(frozen=True)
 class _Weights:
     """W's arrays, its twin representatives' (when worth it) and the struct pointing at
     them all (the arrays are kept alive here)."""
 
-    full: _Csr
-    twins: tuple[_Csr, np.ndarray] | None  # representatives' columns, class of each output
+    full: library.CsrArrays
+    # representatives' columns, class of each output
+    twins: tuple[library.CsrArrays, np.ndarray] | None
     struct: library.WeightsStruct
 
     @property
@@ -94,7 +72,7 @@ def _prepare_weights(matrix: sp.csr_matrix) -> _Weights:
     if matrix.dtype not in _FUNCTIONS:
         raise KernelError(f"weights of dtype {matrix.dtype}: the fused kernel computes "
                           f"float32 or float64")
-    full = _Csr.of(matrix)
+    full = library.CsrArrays.of(matrix)
     twins = None
     # twins are identical columns as stored: with duplicate entries SciPy adds each
     # product separately, so only a canonical W may be folded
@@ -103,7 +81,8 @@ def _prepare_weights(matrix: sp.csr_matrix) -> _Weights:
         if found.classes * TWIN_GAIN <= n_out:
             rep = sp.csr_matrix(matrix[:, found.representatives])
             rep.sort_indices()
-            twins = (_Csr.of(rep), np.ascontiguousarray(found.class_of, dtype=np.int32))
+            twins = (library.CsrArrays.of(rep),
+                     np.ascontiguousarray(found.class_of, dtype=np.int32))
     struct = library.WeightsStruct(
         n_in, n_out, _address(full.indptr), _address(full.indices), _address(full.data),
         power_of_two_scale(matrix), twins[1].max(initial=-1) + 1 if twins else 0,

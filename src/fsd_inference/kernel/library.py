@@ -11,9 +11,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import scipy.sparse as sp
+
 from fsd_inference.constants import ENV_KERNEL_LIBRARY
+from fsd_inference.kernel.base import KernelError
 
 LIBRARY_NAME = "libfsdkernel.so"
 OK, NO_MEMORY, BAD_COLUMN, BAD_POSITION = 0, 1, 2, 4
@@ -34,6 +39,29 @@ class WeightsStruct(ctypes.Structure):
     _fields_ = [("n_in", _i64), ("n_out", _i64), ("indptr", _p), ("indices", _p),
                 ("data", _p), ("scale", ctypes.c_double), ("n_rep", _i64),
                 ("rep_indptr", _p), ("rep_indices", _p), ("rep_data", _p), ("class_of", _p)]
+
+
+@dataclass(frozen=True)
+class CsrArrays:
+    """A CSR matrix's arrays as the C code reads them (int64 row pointers, int32
+    columns, contiguous values), checked once."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+
+    @classmethod
+    def of(cls, matrix: sp.csr_matrix) -> CsrArrays:
+        n_in, n_out = matrix.shape
+        indptr = np.ascontiguousarray(matrix.indptr, dtype=np.int64)
+        indices = np.ascontiguousarray(matrix.indices, dtype=np.int32)
+        if (indptr.size != n_in + 1 or indptr[0] != 0 or indptr[-1] != indices.size
+                or np.any(np.diff(indptr) < 0)):
+            raise KernelError(f"malformed {n_in} x {n_out} weights: inconsistent row pointers")
+        if indices.size and (indices.min() < 0 or indices.max() >= n_out):
+            raise KernelError(f"malformed {n_in} x {n_out} weights: a column outside "
+                              f"0..{n_out - 1}")
+        return cls(indptr, indices, np.ascontiguousarray(matrix.data))
 
 
 def library_path() -> Path:

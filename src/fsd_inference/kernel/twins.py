@@ -53,16 +53,15 @@ def compiled_twins(lib: ctypes.CDLL, matrix: sp.spmatrix, hash_mask: int = 2**64
     if not csr.has_canonical_format:
         csr = csr.copy()
         csr.sum_duplicates()  # sorted columns, no duplicates
-    n_in, n_out = csr.shape
-    indptr = np.ascontiguousarray(csr.indptr, dtype=np.int64)
-    indices = np.ascontiguousarray(csr.indices, dtype=np.int32)
-    data = np.ascontiguousarray(csr.data)
-    if data.dtype.itemsize not in (4, 8):  # the library compares 32- or 64-bit values
+    if csr.data.dtype.itemsize not in (4, 8):  # the library compares 32- or 64-bit values
         return numpy_twins(csr)
+    n_in, n_out = csr.shape
+    arrays = library.CsrArrays.of(csr)  # checked: the C code trusts every index
     leader = np.empty(n_out, dtype=np.int64)
     class_of = np.empty(n_out, dtype=np.int32)
-    classes = lib.fsd_twin_classes(n_in, n_out, indptr.ctypes.data, indices.ctypes.data,
-                                   data.ctypes.data, data.dtype.itemsize, hash_mask,
+    classes = lib.fsd_twin_classes(n_in, n_out, arrays.indptr.ctypes.data,
+                                   arrays.indices.ctypes.data, arrays.data.ctypes.data,
+                                   arrays.data.dtype.itemsize, hash_mask,
                                    leader.ctypes.data, class_of.ctypes.data)
     if classes < 0:
         raise KernelError(f"out of memory finding the twin outputs of a {n_in} x {n_out} layer")
