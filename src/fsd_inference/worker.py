@@ -66,7 +66,8 @@ def place_rows(batch: int, neurons: int,
                parts: Iterable[tuple[np.ndarray, np.ndarray, sp.csr_matrix]], dtype: str
                ) -> sp.csr_matrix:
     """The full ``batch x neurons`` matrix from ``(row ids, column ids, values)`` pieces:
-    the gather of the final layer, locally and in the cloud."""
+    the gather of the final layer, locally and in the cloud. A piece's row ids may come
+    in any order (a group holds its rows in the batch order, strategy/shape.py)."""
     pieces = [Piece(sp.csr_matrix(y, dtype=dtype), np.asarray(rows, dtype=np.int64),
                     ColumnMap.one_to_one(np.asarray(columns, dtype=np.int64)))
               for rows, columns, y in parts]

@@ -12,7 +12,7 @@ from fsd_inference.model.base import NetworkSource
 from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.network import Network
 from fsd_inference.strategy import Shape, Stage, compile_shape, shape_owners
-from fsd_inference.strategy.shape import split_evenly
+from fsd_inference.strategy.shape import batch_order, split_evenly
 
 
 def test_each_strategy_compiles_to_its_shape() -> None:
@@ -80,6 +80,34 @@ def test_group_rows_partition_the_batch() -> None:
     shape = compile_shape("data", 3, 10, 10)
     assert [shape.group_rows(g, 10) for g in range(3)] == [(0, 4), (4, 7), (7, 10)]
     assert Shape.from_dict(shape.to_dict()) == shape
+
+
+@given(st.integers(0, 5000))
+def test_batch_order_is_a_permutation_by_the_golden_ratio(batch: int) -> None:
+    order = batch_order(batch)
+    assert np.array_equal(np.sort(order), np.arange(batch))
+    # independently, in floating point: rows by the fractional part of i * phi (the two
+    # agree where doubles still tell neighbouring keys apart, far beyond these batches)
+    phi = (1 + 5 ** 0.5) / 2
+    assert np.array_equal(order, np.argsort(np.modf(np.arange(batch) * phi)[0],
+                                            kind="stable"))
+
+
+def test_batch_order_groups_share_the_work_of_sorted_or_periodic_inputs() -> None:
+    batch, groups = 10_000, 16
+    heavy_first = np.arange(batch) < batch // 4  # a sorted batch: the costly rows first
+    every_second = np.arange(batch) % 2 == 0  # a period, as in the MNIST sample
+    shape = compile_shape("data", groups, 10, batch)
+    for heavy in (heavy_first, every_second):
+        shares = [heavy[shape.group_row_ids(g, batch)].sum() for g in range(groups)]
+        assert max(shares) / np.mean(shares) < 1.05  # within a few rows of a fair share
+    # what the order is for: contiguous ranges of a sorted batch give 4 of 16 groups all
+    # the costly rows
+    contiguous = [heavy_first[a:b].sum() for a, b in
+                  (shape.group_rows(g, batch) for g in range(groups))]
+    assert max(contiguous) / np.mean(contiguous) == pytest.approx(4.0, rel=0.01)
+    rows = np.concatenate([shape.group_row_ids(g, batch) for g in range(groups)])
+    assert np.array_equal(np.sort(rows), np.arange(batch))  # every row in one group
 
 
 def _network() -> Network:

@@ -27,7 +27,7 @@ from fsd_inference.cloud.run import RunInfo
 from fsd_inference.cloud.schema import check_bucket
 from fsd_inference.cloud.settings import CloudSettings, function_memory_mb
 from fsd_inference.cost import estimate_cost
-from fsd_inference.exceptions import InputFormatError
+from fsd_inference.exceptions import ConfigError, InputFormatError
 from fsd_inference.metrics import LayerMetrics, WorkerMetrics, summarize
 from fsd_inference.model.tsv import read_categories, write_categories
 from fsd_inference.storage import Storage, storage_for
@@ -66,7 +66,8 @@ def merge_worker_metrics(parts: list[WorkerMetrics]) -> WorkerMetrics:
 def _final_pieces(storage: Storage, run: RunInfo, directory: Path
                   ) -> list[tuple[np.ndarray, np.ndarray, sp.csr_matrix]]:
     """``(row ids, column ids, values)`` of Y_L from the checkpoints of the last block's
-    last-stage tasks: each holds its group's rows and its columns."""
+    last-stage tasks: each holds its group's rows (in the batch order, not ascending)
+    and its columns."""
     last_block = run.blocks - 1
     shape = run.shape
     tasks = [g * shape.width + slot for g in range(shape.groups)
@@ -77,8 +78,12 @@ def _final_pieces(storage: Storage, run: RunInfo, directory: Path
                                 directory / f"w{task}.fsdm")
         _, columns, y = read_activations(path, run.dtype)
         path.unlink()
-        r0, _ = shape.group_rows(shape.task(task).group, run.batch)
-        return np.arange(r0, r0 + y.shape[0]), columns, y
+        rows = shape.group_row_ids(shape.task(task).group, run.batch)
+        if rows.size != y.shape[0]:
+            raise ConfigError(f"{storage.uri(run.layout.checkpoint(last_block, task))} holds "
+                              f"{y.shape[0]} rows, task {task}'s group has {rows.size}: a "
+                              f"stale run?")
+        return rows, columns, y
 
     with ThreadPoolExecutor(min(DOWNLOAD_THREADS, len(tasks))) as pool:
         return list(pool.map(fetch, tasks))

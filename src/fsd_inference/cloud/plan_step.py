@@ -348,9 +348,8 @@ def _upload_work(storage: Storage, run: RunInfo, network: NetworkSource,
 
     def upload_input(task: int) -> None:
         info = shape.task(task)
-        r0, r1 = shape.group_rows(info.group, run.batch)
         columns = np.flatnonzero(owners[0] == info.slot)
-        rows = inputs[r0:r1]
+        rows = inputs[shape.group_row_ids(info.group, run.batch)]
         if columns.size < inputs.shape[1]:  # a data task takes every column as it is
             rows = rows[:, columns]
         path = write_activations(directory / f"input-{task}.fsdm", sp.csr_matrix(rows),

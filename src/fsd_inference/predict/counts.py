@@ -41,6 +41,7 @@ from fsd_inference.predict.blocks import (
     layer_groups,
     same_block,
 )
+from fsd_inference.predict.trace import in_batch_order
 
 # Blocks per layer decoded (to fit the decoding cost) and sliced the worker's way (to check
 # the block builder and fit the slicing cost), spread evenly over the layer's groups: a
@@ -198,7 +199,8 @@ def count_run(network: Network, inputs: sp.csr_matrix, owners: np.ndarray, plan:
     """Run the reference once and count everything the workers would send (see module)."""
     started = time.perf_counter()
     weights = network.astype(dtype).layers
-    y = sp.csr_matrix(inputs, dtype=np.dtype(dtype), copy=True)
+    # the tasks hold their rows in the batch order: the blocks they send are encoded so
+    y = sp.csr_matrix(in_batch_order(inputs), dtype=np.dtype(dtype), copy=True)
     y.sort_indices()
     workers, depth = plan.workers, network.depth
     counter = _LayerCounter(execution, chunk_limit)

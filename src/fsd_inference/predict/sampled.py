@@ -36,7 +36,7 @@ import scipy.sparse as sp
 
 from fsd_inference.channels.codec import frame_overhead
 from fsd_inference.model.base import NetworkSource
-from fsd_inference.predict.trace import BlockKey, Encoded, Trace, trace_run
+from fsd_inference.predict.trace import BlockKey, Encoded, Trace, in_batch_order, trace_rows
 from fsd_inference.strategy.shape import split_evenly
 
 DEFAULT_SAMPLE_ROWS = 1024
@@ -85,12 +85,13 @@ def sampled_trace(network: NetworkSource, inputs: sp.csr_matrix, dtype: str,
     """The batch's trace from ``rows`` sampled rows (see the module docstring)."""
     batch = int(inputs.shape[0])
     wanted = sorted(set(wanted))
+    inputs = in_batch_order(inputs)  # the sample's ranges are ranges of the batch order
     if rows >= batch or rows <= FIXED_ROWS:
-        return trace_run(network, inputs, dtype, wanted, execution, chunk_limit)
+        return trace_rows(network, inputs, dtype, wanted, execution, chunk_limit)
     index, reps, starts = sample_rows(batch, rows)
     mapped = {key: (key[0], *_sample_range(starts, key[1], key[2])) for key in wanted}
-    sample = trace_run(network, sp.csr_matrix(inputs[index]), dtype, set(mapped.values()),
-                       execution, chunk_limit)
+    sample = trace_rows(network, sp.csr_matrix(inputs[index]), dtype, set(mapped.values()),
+                        execution, chunk_limit)
     overhead = frame_overhead(execution)
     blocks = {}
     for key, (layer, i0, i1) in mapped.items():
@@ -100,8 +101,8 @@ def sampled_trace(network: NetworkSource, inputs: sp.csr_matrix, dtype: str,
     sample_flops, batch_flops = sample.row_flops.sum(axis=1), row_flops.sum(axis=1)
     scale = np.divide(batch_flops, sample_flops, out=np.full_like(batch_flops, batch / rows),
                       where=sample_flops > 0)
-    fixed = trace_run(network, sp.csr_matrix(inputs[sample_rows(batch, FIXED_ROWS)[0]]),
-                      dtype, (), execution, chunk_limit).kernel_s
+    fixed = trace_rows(network, sp.csr_matrix(inputs[sample_rows(batch, FIXED_ROWS)[0]]),
+                       dtype, (), execution, chunk_limit).kernel_s
     fixed = np.minimum(fixed, sample.kernel_s)
     kernel_s = fixed + (sample.kernel_s - fixed) * scale
     categorised = round(float(reps[sample.row_nnz[-1] > 0].sum()))

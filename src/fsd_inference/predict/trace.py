@@ -32,9 +32,10 @@ from fsd_inference.model.base import NetworkSource
 from fsd_inference.model.reference import layer_step
 from fsd_inference.partition.plan import plan_layers
 from fsd_inference.strategy.owners import sub_network
+from fsd_inference.strategy.shape import batch_order
 
 # (boundary layer b, first row, end row): the block a stage ending at b sends for rows
-# first..end-1 (a micro-batch of a row group)
+# first..end-1 of the batch order (a micro-batch of a row group)
 BlockKey = tuple[int, int, int]
 DECODE_SAMPLE = 8  # decode one block in this many to measure decoding (as counts.py)
 
@@ -124,10 +125,27 @@ def _with_decoding(blocks: dict[BlockKey, Encoded]) -> dict[BlockKey, Encoded]:
         b, decode_s=b.frame_bytes * per_byte) for key, b in blocks.items()}
 
 
+def in_batch_order(inputs: sp.csr_matrix) -> sp.csr_matrix:
+    """The inputs' rows in the order a run deals them to its groups and micro-batches
+    (:func:`~fsd_inference.strategy.shape.batch_order`): a trace's rows, its row ranges
+    and its block keys are positions in that order, as the tasks' rows are."""
+    return sp.csr_matrix(inputs[batch_order(int(inputs.shape[0]))])
+
+
 def trace_run(network: NetworkSource, inputs: sp.csr_matrix, dtype: str,
               wanted: Iterable[BlockKey], execution: str, chunk_limit: int,
               progress: Callable[[int, int], None] | None = None) -> Trace:
-    """The reference pass (see the module docstring); ``wanted``: boundary blocks."""
+    """The reference pass (see the module docstring) over ``inputs`` as given (rows in
+    the inputs' order); ``wanted``: boundary blocks (row ranges in the batch order)."""
+    return trace_rows(network, in_batch_order(inputs), dtype, wanted, execution,
+                      chunk_limit, progress)
+
+
+def trace_rows(network: NetworkSource, rows: sp.csr_matrix, dtype: str,
+               wanted: Iterable[BlockKey], execution: str, chunk_limit: int,
+               progress: Callable[[int, int], None] | None = None) -> Trace:
+    """:func:`trace_run` over ``rows`` already in the order the trace's positions mean."""
+    inputs = rows
     started = time.perf_counter()
     by_layer: dict[int, list[BlockKey]] = {}
     for key in sorted(set(wanted)):
