@@ -52,7 +52,8 @@ from fsd_inference.strategy.shape import Shape
 
 @dataclass(frozen=True)
 class Layout:
-    """Where a shape's tasks sit: rows, layers, micro-batches, blocks."""
+    """Where a shape's tasks sit: rows, layers, micro-batches, blocks. Rows are
+    positions in the batch order (strategy/shape.py), as the trace's are."""
 
     shape: Shape
     batch: int
