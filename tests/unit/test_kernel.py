@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fsd_inference.kernel import ColumnMap, KernelError, LayerWeights, Piece, library, twins
+from fsd_inference.kernel.base import join_rows
 from fsd_inference.kernel.fused import FusedKernel, row_blocks
 from fsd_inference.kernel.scipy_kernel import ScipyKernel
 from fsd_inference.model.generate import GeneratorParams, generate
@@ -143,6 +144,46 @@ def test_arbitrary_weights_match_scipy(threads: int,
         got = kernel.single(got, layer, bias)
         want = SCIPY.single(want, layer, bias)
         assert_same_bits(got, want)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("threads", THREADS)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=layer_cases())
+def test_layers_chained_as_row_blocks_match_scipy(
+        threads: int, case: tuple[list[sp.csr_matrix], sp.csr_matrix, float, str]) -> None:
+    """step_pieces hands each layer's blocks to the next as pieces (read in place where
+    one piece holds a row); joined, every layer's output is SciPy's."""
+    weights, y, bias, _ = case
+    kernel = fused(threads)
+    batch = y.shape[0]
+    parts, want = [Piece(y)], y
+    for w in weights:
+        layer = LayerWeights(w)
+        parts = kernel.step_pieces(parts, batch, layer, bias)
+        want = SCIPY.single(want, layer, bias)
+        assert_same_bits(join_rows(parts, batch), want)
+
+
+def test_a_generated_network_runs_on_row_blocks_without_joining_them() -> None:
+    net, x = radixnet(16), mnist(700)
+    kernel = fused(2)
+    parts = [Piece(sp.csr_matrix(x, dtype=np.float64))]
+    for w in net.layers:
+        parts = kernel.step_pieces(parts, x.shape[0], LayerWeights(w), net.bias)
+        assert len(parts) > 1 and all(p.rows is not None for p in parts)  # blocks, as is
+    assert_same_bits(join_rows(parts, x.shape[0]),
+                     infer(net, x, "float64", kernel=SCIPY).activations)
+
+
+def test_row_pieces_join_only_when_they_are_the_batch_in_order() -> None:
+    block = sp.csr_matrix(np.ones((2, 3)))
+    rows = [np.array([0, 1]), np.array([2, 3])]
+    assert join_rows([Piece(block, rows[0]), Piece(block, rows[1])], 4).shape == (4, 3)
+    with pytest.raises(KernelError, match="consecutive row ranges"):
+        join_rows([Piece(block, rows[1]), Piece(block, rows[0])], 4)
+    with pytest.raises(KernelError, match="hold 4 rows of a batch of 5"):
+        join_rows([Piece(block, rows[0]), Piece(block, rows[1])], 5)
 
 
 # ----------------------------------------------------------------------------- power of two

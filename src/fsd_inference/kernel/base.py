@@ -140,6 +140,17 @@ class LayerKernel(ABC):
     def step(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights, bias: float,
              cap: float = ACTIVATION_CAP) -> sp.csr_matrix:
         """The layer's output, ``batch x outputs`` CSR with sorted indices, zeros dropped."""
+        self._check(pieces, batch, weights)
+        return self._step(pieces, batch, weights, bias, cap)
+
+    def step_pieces(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights,
+                    bias: float, cap: float = ACTIVATION_CAP) -> list[Piece]:
+        """The layer's output as row pieces, for the next step's input: a kernel that
+        computes blocks of rows may hand them over as they are instead of joining them
+        into one matrix (:func:`join_rows` does, when one is needed). Here: one piece."""
+        return [Piece(self.step(pieces, batch, weights, bias, cap))]
+
+    def _check(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights) -> None:
         for piece in pieces:
             if piece.values.dtype != weights.dtype:
                 raise KernelError(f"a {piece.values.dtype} input piece against "
@@ -152,7 +163,6 @@ class LayerKernel(ABC):
             if piece.columns is not None and piece.columns.width != piece.values.shape[1]:
                 raise KernelError(f"an input piece of {piece.values.shape[1]} columns with a "
                                   f"map for {piece.columns.width}")
-        return self._step(pieces, batch, weights, bias, cap)
 
     def single(self, y: sp.csr_matrix, weights: LayerWeights, bias: float) -> sp.csr_matrix:
         """The layer on one whole input ``y`` (its columns are the input positions)."""
@@ -162,3 +172,22 @@ class LayerKernel(ABC):
     def _step(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights, bias: float,
               cap: float) -> sp.csr_matrix:
         """Compute the layer; the pieces' shapes and dtypes are checked."""
+
+
+def join_rows(pieces: Sequence[Piece], batch: int) -> sp.csr_matrix:
+    """The row pieces of :meth:`LayerKernel.step_pieces` as one ``batch``-row CSR matrix
+    (their rows: consecutive ranges that together hold every row once, in order)."""
+    if len(pieces) == 1 and pieces[0].rows is None:
+        return sp.csr_matrix(pieces[0].values)
+    start = 0
+    for piece in pieces:
+        rows = piece.rows
+        if (rows is None or piece.columns is not None
+                or (rows.size and (rows[0] != start or rows[-1] != start + rows.size - 1))):
+            raise KernelError("row pieces to join must be unmapped consecutive row ranges")
+        start += int(rows.size)
+    if start != batch:
+        raise KernelError(f"row pieces hold {start} rows of a batch of {batch}")
+    joined = sp.csr_matrix(sp.vstack([piece.values for piece in pieces], format="csr"))
+    joined.has_sorted_indices = all(piece.values.has_sorted_indices for piece in pieces)
+    return joined

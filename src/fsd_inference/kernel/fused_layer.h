@@ -15,12 +15,13 @@ typedef struct {
     int32_t *opos;    /* the merged row: positions ascending ... */
     T *oval;          /* ... and their values */
     int64_t *cursor;  /* per piece: its next row */
+    int64_t *at;      /* per piece: its row holding the current output row, or -1 */
     T *act;           /* n_rep: each twin class's activation */
 } FN(scratch_t);
 
 static void FN(scratch_free)(FN(scratch_t) *s) {
     free(s->sums); free(s->touched); free(s->xval); free(s->xmark);
-    free(s->opos); free(s->oval); free(s->cursor); free(s->act);
+    free(s->opos); free(s->oval); free(s->cursor); free(s->at); free(s->act);
 }
 
 static int FN(scratch_init)(FN(scratch_t) *s, const fsd_piece *pieces, int32_t n_pieces,
@@ -30,6 +31,7 @@ static int FN(scratch_init)(FN(scratch_t) *s, const fsd_piece *pieces, int32_t n
     s->sums = calloc((size_t)(w->n_out > 0 ? w->n_out : 1), sizeof(T));
     s->touched = calloc((size_t)WORDS(w->n_out) + 1, sizeof(uint64_t));
     s->cursor = calloc((size_t)n_pieces + 1, sizeof(int64_t));
+    s->at = calloc((size_t)n_pieces + 1, sizeof(int64_t));
     if (w->class_of) s->act = calloc((size_t)(w->n_rep > 0 ? w->n_rep : 1), sizeof(T));
     if (merge) {
         s->xval = malloc(n_in * sizeof(T));
@@ -37,7 +39,7 @@ static int FN(scratch_init)(FN(scratch_t) *s, const fsd_piece *pieces, int32_t n
         s->opos = malloc(n_in * sizeof(int32_t));
         s->xmark = calloc((size_t)WORDS(w->n_in) + 1, sizeof(uint64_t));
     }
-    if (!s->sums || !s->touched || !s->cursor || (w->class_of && !s->act) ||
+    if (!s->sums || !s->touched || !s->cursor || !s->at || (w->class_of && !s->act) ||
         (merge && (!s->xval || !s->oval || !s->opos || !s->xmark))) return FSD_NOMEM;
     /* each piece's first row at or after row0 (rows ascend): a binary search */
     for (int32_t p = 0; p < n_pieces; p++) {
@@ -59,10 +61,11 @@ static inline int64_t FN(piece_row)(const fsd_piece *pc, int64_t *cursor, int64_
     return (*cursor)++;
 }
 
-/* Row i's input entries in ascending position. One unmapped piece: a view of its row.
- * Otherwise every piece's row is scattered into a dense row and read back in order
- * through a bitmap (a merge without a sort). Returns the entry count, or -1 with
- * *status and *bad set when a piece names a column or position out of range. */
+/* Row i's input entries in ascending position. A row that only one unmapped piece
+ * holds (one piece; or the row blocks of a previous layer, each a piece of its own
+ * rows) whose columns are the positions: a view of its row. Otherwise every piece's row is scattered into a dense row
+ * and read back in order through a bitmap (a merge without a sort). Returns the entry
+ * count, or -1 with *status set when a piece names a column or position out of range. */
 static int64_t FN(gather)(const fsd_piece *pieces, int32_t n_pieces, int64_t n_in, int merge,
                           FN(scratch_t) *s, int64_t i, const int32_t **pos, const T **val,
                           int *status) {
@@ -75,10 +78,23 @@ static int64_t FN(gather)(const fsd_piece *pieces, int32_t n_pieces, int64_t n_i
         *val = (const T *)pc->data + a;
         return n;  /* positions are checked by row_stats */
     }
+    int32_t holders = 0, holder = -1;
+    for (int32_t p = 0; p < n_pieces; p++) {
+        s->at[p] = FN(piece_row)(&pieces[p], &s->cursor[p], i);
+        if (s->at[p] >= 0) { holders++; holder = p; }
+    }
+    if (holders == 0) return 0;
+    if (holders == 1 && pieces[holder].colptr == NULL && pieces[holder].width == n_in) {
+        const fsd_piece *pc = &pieces[holder];
+        const int64_t a = pc->indptr[s->at[holder]], n = pc->indptr[s->at[holder] + 1] - a;
+        *pos = pc->indices + a;
+        *val = (const T *)pc->data + a;
+        return n;  /* positions are checked by row_stats */
+    }
     int64_t lowest = WORDS(n_in), highest = -1;
     for (int32_t p = 0; p < n_pieces; p++) {
         const fsd_piece *pc = &pieces[p];
-        const int64_t at = FN(piece_row)(pc, &s->cursor[p], i);
+        const int64_t at = s->at[p];
         if (at < 0) continue;
         const T *pv = (const T *)pc->data;
         for (int64_t e = pc->indptr[at]; e < pc->indptr[at + 1]; e++) {

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from fsd_inference.kernel import LayerKernel, LayerWeights, get_kernel
+from fsd_inference.kernel import LayerKernel, LayerWeights, Piece, get_kernel
+from fsd_inference.kernel.base import join_rows
 from fsd_inference.model.base import NetworkSource
 from fsd_inference.model.network import resolve_dtype
 
@@ -69,12 +70,17 @@ def infer(
     kernel = kernel or get_kernel()
     y = sp.csr_matrix(inputs, dtype=target, copy=True)
     y.sort_indices()
+    batch = y.shape[0]
     edges = 0
     start = time.perf_counter()
+    # between layers the activations stay in the kernel's blocks of rows (joined once,
+    # at the end): joining them every layer was a copy of the whole output
+    parts = [Piece(y)]
     for k, w in enumerate(network.iter_layers(dtype=dtype), start=1):
-        y = kernel.single(y, LayerWeights(w), network.bias)
+        parts = kernel.step_pieces(parts, batch, LayerWeights(w), network.bias)
         edges += w.nnz
         if progress is not None:
             progress(k, network.depth)
+    y = join_rows(parts, batch)
     seconds = time.perf_counter() - start
     return InferenceResult(categories_of(y), y, seconds, edges, inputs.shape[0])
