@@ -61,11 +61,13 @@ static inline int64_t FN(piece_row)(const fsd_piece *pc, int64_t *cursor, int64_
     return (*cursor)++;
 }
 
-/* Row i's input entries in ascending position. A row that only one unmapped piece
- * holds (one piece; or the row blocks of a previous layer, each a piece of its own
- * rows) whose columns are the positions: a view of its row. Otherwise every piece's row is scattered into a dense row
- * and read back in order through a bitmap (a merge without a sort). Returns the entry
- * count, or -1 with *status set when a piece names a column or position out of range. */
+/* Row i's input entries in ascending position. A row held by one piece only, whose
+ * columns are the positions (no map, as wide as W has rows): a view of its row. That is
+ * every row of a single whole input, and of the row blocks a previous layer handed over
+ * as they are (each block a piece of its own rows). Otherwise every piece's row is
+ * scattered into a dense row and read back in order through a bitmap (a merge without a
+ * sort). Returns the entry count, or -1 with *status set when a piece names a column or
+ * position out of range. */
 static int64_t FN(gather)(const fsd_piece *pieces, int32_t n_pieces, int64_t n_in, int merge,
                           FN(scratch_t) *s, int64_t i, const int32_t **pos, const T **val,
                           int *status) {
