@@ -41,7 +41,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -49,10 +49,12 @@ import scipy.sparse as sp
 from fsd_inference.channels.base import Channel
 from fsd_inference.channels.codec import Block
 from fsd_inference.kernel import ColumnMap, LayerKernel, LayerWeights, Piece, get_kernel
+from fsd_inference.kernel.base import join_rows
 from fsd_inference.kernel.scipy_kernel import assemble
 from fsd_inference.partition.plan import LayerShard, WorkerShard
 
 Order = Literal["layer", "part"]
+Rows: TypeAlias = sp.csr_matrix | list[Piece]  # one matrix, or a kernel's row blocks
 
 
 def part_bounds(batch: int, parts: int) -> np.ndarray:
@@ -114,12 +116,14 @@ class _Layer:
         return cls(shard, LayerWeights(shard.weights), None if local.identity else local,
                    remote)
 
-    def pieces(self, own: sp.csr_matrix, blocks: dict[int, Block]) -> list[Piece]:
-        pieces = [Piece(own, columns=self.local)]
-        for source, block in sorted(blocks.items()):
-            if not block.empty:
-                pieces.append(Piece(block.values, block.rows, self.remote[source]))
-        return pieces
+    def pieces(self, own: Rows, blocks: dict[int, Block], batch: int) -> list[Piece]:
+        remote = [Piece(block.values, block.rows, self.remote[source])
+                  for source, block in sorted(blocks.items()) if not block.empty]
+        if isinstance(own, list):  # the previous step's row blocks (kernel.step_pieces)
+            if self.local is None and not remote:
+                return own  # read as they are: no join, no copy
+            own = join_rows(own, batch)
+        return [Piece(own, columns=self.local), *remote]
 
 
 class _Exchange:
@@ -178,7 +182,7 @@ def run_task(
     kernel = kernel or get_kernel()
     exchange = _Exchange(channel, offset)
     ranges = [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
-    ys = [sp.csr_matrix(y[a:b]) for a, b in ranges]
+    ys: list[Rows] = [sp.csr_matrix(y[a:b]) for a, b in ranges]
     if first > last:
         return y
     for c, own in enumerate(ys):  # what the first layer needs from this task
@@ -194,14 +198,24 @@ def run_task(
         a, b = ranges[c]
         blocks = exchange.receive(k, layer.shard.recv.keys(), c)
         started = time.perf_counter()
-        ys[c] = kernel.step(layer.pieces(ys[c], blocks), b - a, layer.weights, shard.bias)
+        # the kernel's row blocks stay as they are until something needs one matrix (a
+        # send, a column map, a peer's piece, the end): with several kernel threads the
+        # join is a copy of the layer's whole output
+        ys[c] = kernel.step_pieces(layer.pieces(ys[c], blocks, b - a), b - a, layer.weights,
+                                   shard.bias)
         channel.metrics.layer(k).compute_s += time.perf_counter() - started
-        if k < last or send_tail:
+        if (k < last or send_tail) and shard.layers[k].send:
+            ys[c] = _joined(ys[c], b - a)
             exchange.send(k + 1, shard.layers[k], ys[c], c)
         if on_step is not None:
             on_step(k, c)
     channel.flush()
-    return ys[0] if len(ys) == 1 else sp.csr_matrix(sp.vstack(ys, format="csr"))
+    joined = [_joined(y_c, b - a) for y_c, (a, b) in zip(ys, ranges, strict=True)]
+    return joined[0] if len(joined) == 1 else sp.csr_matrix(sp.vstack(joined, format="csr"))
+
+
+def _joined(y: Rows, batch: int) -> sp.csr_matrix:
+    return y if not isinstance(y, list) else join_rows(y, batch)
 
 
 def run_layers(shard: WorkerShard, y: sp.csr_matrix, channel: Channel, first: int = 1,

@@ -13,12 +13,17 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from fsd_inference import worker
 from fsd_inference.app.infer import InferOptions, WorkerFailed, run_inference
 from fsd_inference.channels.base import ChannelConfig
 from fsd_inference.channels.faults import Faults, faulty_factory
 from fsd_inference.channels.memory import MemoryTransport
+from fsd_inference.channels.null import NullTransport
 from fsd_inference.cloud.settings import ENV_LAMBDA_MEMORY
 from fsd_inference.exceptions import ConfigError
+from fsd_inference.kernel import Piece
+from fsd_inference.kernel.base import join_rows
+from fsd_inference.kernel.fused import FusedKernel
 from fsd_inference.kernel.scipy_kernel import ScipyKernel
 from fsd_inference.model.generate import GeneratorParams, generate
 from fsd_inference.model.inputs import sample_input_path, upsample
@@ -29,6 +34,7 @@ from fsd_inference.model.tsv import read_input
 from fsd_inference.partition import PARTITIONERS
 from fsd_inference.partition.cache import ownership
 from fsd_inference.partition.plan import build_plan
+from fsd_inference.worker import run_layers
 
 
 @functools.cache
@@ -121,6 +127,38 @@ def test_a_lost_message_times_out_naming_worker_layer_and_source() -> None:
                                            rf"waiting for source worker\(s\) \[{q}\]"):
         run_inference(net, x, options,
                       transport_factory=faulty_factory(MemoryTransport, faults))
+
+
+@pytest.mark.parametrize(("strategy", "workers"), [("data", 1), ("neuron", 2)])
+def test_tasks_on_two_kernel_threads_match_the_reference(strategy: str, workers: int) -> None:
+    """Two kernel threads per task cut every layer into row blocks: a data task hands
+    them to its next layer as they are, a neuron task joins them for its sends."""
+    net, x = network(1024, 6), mnist(1500)
+    options = InferOptions(workers=workers, strategy=strategy, threads=2)
+    result = run_inference(net, x, options)
+    expected = infer(net, x)
+    np.testing.assert_array_equal(result.categories, expected.categories)
+    assert_identical(result.activations, expected.activations)
+
+
+def test_a_task_joins_its_row_blocks_only_where_it_must(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task of one slot (nothing to send, no column map) keeps the kernel's row blocks
+    from layer to layer and makes one matrix of them once, at the end."""
+    net, x = network(1024, 6), mnist(1500)
+    _, shards = build_plan(net, np.zeros((net.depth + 1, net.neurons), dtype=np.int64), 1)
+    kernel = FusedKernel(2)
+    joins: list[int] = []
+
+    def counted(pieces: list[Piece], batch: int) -> sp.csr_matrix:
+        joins.append(len(pieces))
+        return join_rows(pieces, batch)
+
+    monkeypatch.setattr(worker, "join_rows", counted)
+    channel = NullTransport("fsd-test", 1, ChannelConfig()).channel(0)
+    y = run_layers(shards[0], sp.csr_matrix(x, dtype=np.float64), channel, kernel=kernel)
+    assert joins == [8]  # once, of 2 threads x 4 blocks
+    assert_identical(y, infer(net, x).activations)
 
 
 @pytest.mark.parametrize(("workers", "parts"), [(1, 3), (2, 2), (3, 5), (5, 4), (8, 7)])
