@@ -25,6 +25,7 @@ categories and activations bit-for-bit equal to ``fsd reference``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,7 @@ class Task:
 FIBONACCI_HASH = np.uint64(0x9E3779B97F4A7C15)
 
 
+@functools.lru_cache(maxsize=8)
 def batch_order(batch: int) -> np.ndarray:
     """The order the batch's rows are dealt to groups (and micro-batches) in: ascending
     fractional part of ``i * golden ratio`` (Fibonacci hashing, exact in 64-bit integer
@@ -68,7 +70,11 @@ def batch_order(batch: int) -> np.ndarray:
     rows, the largest group's share of multiply-adds over the mean: 1.005 at 2 groups,
     1.085 at 16, 1.122 at 32, against 1.063, 1.308 and 1.731 for contiguous ranges."""
     keys = np.arange(batch, dtype=np.uint64) * FIBONACCI_HASH  # wraps mod 2**64: wanted
-    return np.argsort(keys, kind="stable").astype(np.int64)
+    order = np.argsort(keys, kind="stable").astype(np.int64)
+    # computed once per batch size and shared (every task's rows are a slice of it; 62
+    # tasks of 60,000 rows sorted it 62 times, 0.09 s): read-only, so no caller changes it
+    order.flags.writeable = False
+    return order
 
 
 def split_evenly(total: int, pieces: int) -> np.ndarray:
