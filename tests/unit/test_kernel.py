@@ -495,6 +495,15 @@ def test_an_identity_column_map_is_recognised() -> None:
     assert not ColumnMap.one_to_one(np.array([1, 2, 3])).identity
 
 
+def test_a_column_map_is_ordered_when_each_column_feeds_one_later_position() -> None:
+    # a worker's own columns: some feed nothing, the rest ascending positions
+    assert ColumnMap.gather(np.array([0, 2, 5]), np.array([0, 1, 3]), 4).ordered
+    assert ColumnMap.one_to_one(np.array([1, 2, 3])).ordered
+    assert ColumnMap.gather(np.arange(0), np.arange(0), 3).ordered  # feeds nothing
+    assert not ColumnMap.gather(np.array([2, 0]), np.array([0, 1]), 2).ordered  # descends
+    assert not ColumnMap.gather(np.array([0, 1]), np.array([0, 0]), 1).ordered  # twins
+
+
 def test_the_heap_keeps_freed_memory_where_glibc_allows() -> None:
     """kernel/heap.py: on glibc (this machine, Lambda) mallopt takes the thresholds."""
     import platform

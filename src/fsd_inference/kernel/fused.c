@@ -16,7 +16,8 @@
  * Inputs come as "pieces": CSR blocks whose rows name output rows and whose columns map
  * to input positions (a worker's own columns plus every peer's block). A row's entries
  * from all pieces are visited in ascending input position, which is the order of Y's row
- * after SciPy's sort_indices: the pieces are merged through a bitmap, never sorted.
+ * after SciPy's sort_indices: a piece whose columns keep their order (a worker's own) is
+ * mapped in one pass, the others merged into it through a bitmap, never sorted.
  *
  * The power-of-two path: when every weight of the layer equals c = +-2^e, each output is
  * a plain sum of the y_ij scaled once. That equals SciPy's sum of the products when no
@@ -53,6 +54,8 @@ typedef struct {
     int64_t width;         /* columns of the piece */
     const int64_t *colptr; /* column c feeds positions colpos[colptr[c]:colptr[c+1]] ... */
     const int64_t *colpos; /* ... (twins fan out, unneeded columns feed none); NULL: c -> c */
+    int64_t ordered;       /* 1: each column feeds at most one position, ascending with the
+                            * column (a worker's own columns), so a row maps in order */
     const int64_t *indptr;
     const int32_t *indices;
     const void *data;

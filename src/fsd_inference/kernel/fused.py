@@ -114,9 +114,10 @@ def _prepare_piece(piece: Piece, batch: int, keep: list[Any]) -> library.PieceSt
         if starts[0] != 0 or starts[-1] != positions.size or np.any(np.diff(starts) < 0):
             raise KernelError("an input piece's column map is inconsistent")
     keep.extend((indptr, indices, data, rows, starts, positions))
+    ordered = piece.columns is not None and piece.columns.ordered
     return library.PieceStruct(_address(rows), n_rows, width, _address(starts),
-                               _address(positions), _address(indptr), _address(indices),
-                               _address(data))
+                               _address(positions), int(ordered), _address(indptr),
+                               _address(indices), _address(data))
 
 
 def _row_work(pieces: Sequence[Piece], batch: int) -> np.ndarray:

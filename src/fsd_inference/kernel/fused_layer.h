@@ -64,9 +64,13 @@ static inline int64_t FN(piece_row)(const fsd_piece *pc, int64_t *cursor, int64_
 /* Row i's input entries in ascending position. A row held by one piece only, whose
  * columns are the positions (no map, as wide as W has rows): a view of its row. That is
  * every row of a single whole input, and of the row blocks a previous layer handed over
- * as they are (each block a piece of its own rows). Otherwise every piece's row is
- * scattered into a dense row and read back in order through a bitmap (a merge without a
- * sort). Returns the entry count, or -1 with *status set when a piece names a column or
+ * as they are (each block a piece of its own rows). Otherwise the first holder whose
+ * columns keep their order through its map (no map, or an ordered one: a worker's own
+ * columns, most of a row) is copied through the map in one pass, and every other
+ * holder's row (the peers' blocks: twins fan out, so their positions are unordered) is
+ * scattered into a dense row and merged into it in order through a bitmap (no sort). A
+ * position two pieces both name takes the later piece's value, as the scatter does.
+ * Returns the entry count, or -1 with *status set when a piece names a column or
  * position out of range. */
 static int64_t FN(gather)(const fsd_piece *pieces, int32_t n_pieces, int64_t n_in, int merge,
                           FN(scratch_t) *s, int64_t i, const int32_t **pos, const T **val,
@@ -93,11 +97,14 @@ static int64_t FN(gather)(const fsd_piece *pieces, int32_t n_pieces, int64_t n_i
         *val = (const T *)pc->data + a;
         return n;  /* positions are checked by row_stats */
     }
+    int32_t lead = -1;
+    for (int32_t p = 0; p < n_pieces && lead < 0; p++)
+        if (s->at[p] >= 0 && (pieces[p].colptr == NULL || pieces[p].ordered)) lead = p;
     int64_t lowest = WORDS(n_in), highest = -1;
     for (int32_t p = 0; p < n_pieces; p++) {
         const fsd_piece *pc = &pieces[p];
         const int64_t at = s->at[p];
-        if (at < 0) continue;
+        if (at < 0 || p == lead) continue;
         const T *pv = (const T *)pc->data;
         for (int64_t e = pc->indptr[at]; e < pc->indptr[at + 1]; e++) {
             const int64_t c = pc->indices[e];
@@ -115,18 +122,49 @@ static int64_t FN(gather)(const fsd_piece *pieces, int32_t n_pieces, int64_t n_i
             }
         }
     }
-    int64_t n = 0;
-    for (int64_t word = lowest; word <= highest; word++) {
-        uint64_t bits = s->xmark[word];
-        s->xmark[word] = 0;
-        while (bits) {
-            const int64_t q = word * WORD_BITS + __builtin_ctzll(bits);
-            bits &= bits - 1;
+    /* the bitmap is read word by word (each cleared as it is loaded) while the lead's
+     * mapped entries are interleaved in position order */
+    int64_t n = 0, word = lowest;
+    uint64_t bits = 0;
+    if (word <= highest) { bits = s->xmark[word]; s->xmark[word] = 0; }
+#define FSD_DRAIN(LIMIT)                                                               \
+    while (word <= highest) {                                                          \
+        if (!bits) {                                                                   \
+            if (++word > highest) break;                                               \
+            bits = s->xmark[word];                                                     \
+            s->xmark[word] = 0;                                                        \
+            continue;                                                                  \
+        }                                                                              \
+        const int64_t q_ = word * WORD_BITS + __builtin_ctzll(bits);                   \
+        if (q_ >= (LIMIT)) break;                                                      \
+        bits &= bits - 1;                                                              \
+        s->opos[n] = (int32_t)q_;                                                      \
+        s->oval[n] = s->xval[q_];                                                      \
+        n++;                                                                           \
+    }
+    if (lead >= 0) {
+        const fsd_piece *pc = &pieces[lead];
+        const T *pv = (const T *)pc->data;
+        const int64_t at = s->at[lead];
+        for (int64_t e = pc->indptr[at]; e < pc->indptr[at + 1]; e++) {
+            const int64_t c = pc->indices[e];
+            if ((uint64_t)c >= (uint64_t)pc->width) { *status = FSD_BAD_COLUMN; return -1; }
+            int64_t q = c;
+            if (pc->colptr) {
+                const int64_t f = pc->colptr[c];
+                if (pc->colptr[c + 1] == f) continue; /* a column this layer does not need */
+                q = pc->colpos ? pc->colpos[f] : f;
+            }
+            if ((uint64_t)q >= (uint64_t)n_in) { *status = FSD_BAD_POSITION; return -1; }
+            FSD_DRAIN(q)
+            if (word == q / WORD_BITS && (bits >> (q % WORD_BITS) & 1)) continue; /* later */
             s->opos[n] = (int32_t)q;
-            s->oval[n] = s->xval[q];
+            s->oval[n] = pv[e];
             n++;
         }
     }
+    FSD_DRAIN(INT64_MAX)
+#undef FSD_DRAIN
     *pos = s->opos;
     *val = s->oval;
     return n;

@@ -32,7 +32,8 @@ _p = ctypes.c_void_p
 
 class PieceStruct(ctypes.Structure):
     _fields_ = [("rows", _p), ("n_rows", _i64), ("width", _i64), ("colptr", _p),
-                ("colpos", _p), ("indptr", _p), ("indices", _p), ("data", _p)]
+                ("colpos", _p), ("ordered", _i64), ("indptr", _p), ("indices", _p),
+                ("data", _p)]
 
 
 class WeightsStruct(ctypes.Structure):
