@@ -9,7 +9,8 @@ on every task of a row group, so parts line up). Messages are keyed by the step
    steps are buffered by the channel, duplicates dropped, every wait bounded);
 2. compute rows c of the task's columns of ``Y_k`` with the layer kernel, straight from
    the pieces: its own columns of ``Y_{k-1}`` and every peer's block, merged by the
-   kernel in ascending global neuron order;
+   kernel in ascending global neuron order; the kernel also hands back the columns some
+   target is sent, taken from each row's sums as it computes them;
 3. send every target the nonzero rows of part c of ``Y_k[:, R_{k+1}(p, t)]`` at once
    (an empty block, the explicit "nothing for you" marker, when no row has a nonzero),
    so the peers start step (k + 1, c) while this task computes its next step.
@@ -76,11 +77,20 @@ def place_rows(batch: int, neurons: int,
     return assemble(batch, neurons, pieces).astype(dtype)
 
 
-def outgoing(layer: LayerShard, y: sp.csr_matrix) -> Iterator[tuple[tuple[int, ...], Block]]:
+def sent_columns(layer: LayerShard) -> np.ndarray:
+    """Every position of the previous layer's outputs that some target is sent."""
+    if not layer.send:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate(list(layer.send.values())))
+
+
+def outgoing(layer: LayerShard, y: sp.csr_matrix, columns: np.ndarray | None = None
+             ) -> Iterator[tuple[tuple[int, ...], Block]]:
     """The blocks a task sends for one layer: ``(target slots, block)``, in send order.
 
     Targets whose plan sets are equal (frequent when a worker owns few neurons) get the
-    same block, sliced once. ``y`` holds the task's columns of the previous layer; a CSC
+    same block, sliced once. ``y`` holds the task's columns of the previous layer, or
+    only ``columns`` of them (:func:`sent_columns`, as the kernel extracts them); a CSC
     matrix works too (fsd_inference.predict counts every worker's blocks from the
     reference's activations through this same function, without any transport).
     """
@@ -88,7 +98,13 @@ def outgoing(layer: LayerShard, y: sp.csr_matrix) -> Iterator[tuple[tuple[int, .
     for target, positions in layer.send.items():
         groups.setdefault(positions.tobytes(), []).append(target)
     for targets in groups.values():
-        yield tuple(targets), Block.from_columns(y[:, layer.send[targets[0]]])
+        wanted = layer.send[targets[0]]
+        if columns is not None:
+            if wanted.size == columns.size:  # every sent column: y as it is
+                yield tuple(targets), Block.from_columns(y)
+                continue
+            wanted = np.searchsorted(columns, wanted)
+        yield tuple(targets), Block.from_columns(y[:, wanted])
 
 
 @dataclass(frozen=True)
@@ -116,13 +132,12 @@ class _Layer:
         return cls(shard, LayerWeights(shard.weights), None if local.identity else local,
                    remote)
 
-    def pieces(self, own: Rows, blocks: dict[int, Block], batch: int) -> list[Piece]:
+    def pieces(self, own: Rows, blocks: dict[int, Block]) -> list[Piece]:
         remote = [Piece(block.values, block.rows, self.remote[source])
                   for source, block in sorted(blocks.items()) if not block.empty]
-        if isinstance(own, list):  # the previous step's row blocks (kernel.step_pieces)
-            if self.local is None and not remote:
-                return own  # read as they are: no join, no copy
-            own = join_rows(own, batch)
+        if isinstance(own, list):  # the previous step's row blocks (kernel.step_pieces),
+            # read as they are, through the map: no join, no copy
+            return [Piece(piece.values, piece.rows, self.local) for piece in own] + remote
         return [Piece(own, columns=self.local), *remote]
 
 
@@ -134,9 +149,10 @@ class _Exchange:
         self.channel = channel
         self.offset = offset
 
-    def send(self, k: int, layer: LayerShard, y: sp.csr_matrix, part: int) -> None:
+    def send(self, k: int, layer: LayerShard, y: sp.csr_matrix, part: int,
+             columns: np.ndarray | None = None) -> None:
         started = time.perf_counter()
-        for targets, block in outgoing(layer, y):
+        for targets, block in outgoing(layer, y, columns):
             for target in targets:
                 self.channel.send(k, self.offset + target, block, part)
         self.channel.metrics.layer(k).compute_s += time.perf_counter() - started
@@ -190,23 +206,29 @@ def run_task(
     previous_width = (shard.input_columns.size if first == 1
                       else shard.layers[first - 2].outputs.size)
     layers: dict[int, _Layer] = {}
+    sends: dict[int, np.ndarray] = {}  # layer -> the output columns its targets get
     for k in range(first, last + 1):
         layers[k] = _Layer.of(shard.layers[k - 1], previous_width)
         previous_width = layers[k].shard.outputs.size
+        if (k < last or send_tail) and shard.layers[k].send:
+            sends[k] = sent_columns(shard.layers[k])
     for k, c in steps(first, last, len(ranges), order):
         layer = layers[k]
         a, b = ranges[c]
         blocks = exchange.receive(k, layer.shard.recv.keys(), c)
         started = time.perf_counter()
-        # the kernel's row blocks stay as they are until something needs one matrix (a
-        # send, a column map, a peer's piece, the end): with several kernel threads the
-        # join is a copy of the layer's whole output
-        ys[c] = kernel.step_pieces(layer.pieces(ys[c], blocks, b - a), b - a, layer.weights,
-                                   shard.bias)
-        channel.metrics.layer(k).compute_s += time.perf_counter() - started
-        if (k < last or send_tail) and shard.layers[k].send:
-            ys[c] = _joined(ys[c], b - a)
-            exchange.send(k + 1, shard.layers[k], ys[c], c)
+        # the kernel's row blocks stay as they are until the end (with several kernel
+        # threads a join is a copy of the layer's whole output); what the targets get,
+        # the kernel takes from the sums as it computes them
+        pieces = layer.pieces(ys[c], blocks)
+        if k in sends:
+            ys[c], sent = kernel.step_extract(pieces, b - a, layer.weights, shard.bias,
+                                              sends[k])
+            channel.metrics.layer(k).compute_s += time.perf_counter() - started
+            exchange.send(k + 1, shard.layers[k], sent, c, sends[k])
+        else:
+            ys[c] = kernel.step_pieces(pieces, b - a, layer.weights, shard.bias)
+            channel.metrics.layer(k).compute_s += time.perf_counter() - started
         if on_step is not None:
             on_step(k, c)
     channel.flush()

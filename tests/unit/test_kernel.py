@@ -290,6 +290,62 @@ def test_pieces_merge_in_ascending_order(threads: int, case: tuple[list[Piece],
     assert_same_bits(SCIPY.step(pieces, batch, weights, -0.25), want)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("threads", THREADS)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=piece_cases(), seed=st.integers(0, 2**32 - 1),
+       bias=st.sampled_from([-0.25, 0.0, 0.25]))
+def test_extracted_columns_are_the_outputs_columns(threads: int, seed: int, bias: float,
+                                                   case: tuple[list[Piece], sp.csr_matrix,
+                                                               LayerWeights, int]) -> None:
+    """What a worker sends, taken by the kernel from the sums, against the SciPy
+    reference's output sliced to the same columns (raw bits), on every path; a positive
+    bias tells a zero sum (not stored, no bias) from a stored one."""
+    pieces, whole, weights, batch = case
+    n_out = weights.shape[1]
+    rng = np.random.default_rng(seed)
+    extract = np.flatnonzero(rng.random(n_out) < rng.random())
+    want = SCIPY.single(whole, weights, bias)
+    for kernel in (fused(threads), SCIPY):
+        out, sent = kernel.step_extract(pieces, batch, weights, bias, extract)
+        assert_same_bits(join_rows(out, batch), want)
+        assert_same_bits(sent, want[:, extract])
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("block", [2, 16])
+def test_generated_networks_extract_on_the_twin_and_scaled_paths(block: int, dtype: str,
+                                                                  threads: int) -> None:
+    net, x = radixnet(block), mnist(300)
+    kernel = fused(threads)
+    y = sp.csr_matrix(x, dtype=dtype)
+    twin_rows = scaled_rows = 0
+    for w in net.layers[:4]:
+        weights = LayerWeights(w.astype(dtype))
+        extract = np.arange(3, net.neurons, 7)
+        out, sent = kernel.step_extract([Piece(y)], y.shape[0], weights, net.bias, extract)
+        twin_rows, scaled_rows = twin_rows + kernel.twin_rows, scaled_rows + kernel.scaled_rows
+        want = SCIPY.single(y, weights, net.bias)
+        assert_same_bits(sent, want[:, extract])
+        y = join_rows(out, y.shape[0])
+        assert_same_bits(y, want)
+    # blocks of 2 take the twin path, blocks of 16 (all weights 1/16) the scaled one
+    assert (twin_rows if block == 2 else scaled_rows) > 0
+
+
+def test_columns_to_extract_must_ascend_within_the_outputs() -> None:
+    layer = LayerWeights(sp.csr_matrix(np.ones((3, 4))))
+    y = sp.csr_matrix(np.ones((2, 3)))
+    for kernel in (fused(1), SCIPY):
+        for bad in (np.array([2, 1]), np.array([0, 4]), np.array([-1]), np.array([1, 1]),
+                    np.array([[0]]), np.array([0.5])):
+            with pytest.raises(KernelError, match="columns to extract"):
+                kernel.step_extract([Piece(y)], 2, layer, 0.0, bad)
+        _, sent = kernel.step_extract([Piece(y)], 2, layer, 0.0, np.zeros(0, np.int64))
+        assert sent.shape == (2, 0) and sent.nnz == 0
+
+
 # ----------------------------------------------------------------------------- edges
 
 

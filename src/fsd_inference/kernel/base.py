@@ -157,6 +157,17 @@ class LayerKernel(ABC):
         into one matrix (:func:`join_rows` does, when one is needed). Here: one piece."""
         return [Piece(self.step(pieces, batch, weights, bias, cap))]
 
+    def step_extract(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights,
+                     bias: float, extract: np.ndarray, cap: float = ACTIVATION_CAP
+                     ) -> tuple[list[Piece], sp.csr_matrix]:
+        """:meth:`step_pieces`, and the output's columns ``extract`` (ascending output
+        columns) as a ``batch x extract.size`` CSR matrix with sorted indices: what a
+        worker sends. Here: sliced out of the joined output; a kernel may take them while
+        it computes (FusedKernel: from the row's sums, in cache)."""
+        extract = checked_extract(extract, weights.shape[1])
+        out = self.step_pieces(pieces, batch, weights, bias, cap)
+        return out, sp.csr_matrix(join_rows(out, batch)[:, extract])
+
     def _check(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights) -> None:
         for piece in pieces:
             if piece.values.dtype != weights.dtype:
@@ -179,6 +190,17 @@ class LayerKernel(ABC):
     def _step(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights, bias: float,
               cap: float) -> sp.csr_matrix:
         """Compute the layer; the pieces' shapes and dtypes are checked."""
+
+
+def checked_extract(extract: np.ndarray, n_out: int) -> np.ndarray:
+    """Output columns to extract as contiguous int32: ascending, each below ``n_out``."""
+    columns = np.asarray(extract)
+    if columns.ndim != 1 or (columns.size and columns.dtype.kind not in "iu"):
+        raise KernelError("columns to extract must be a 1-D array of integers")
+    if columns.size and (columns[0] < 0 or columns[-1] >= n_out
+                         or np.any(np.diff(columns) <= 0)):
+        raise KernelError(f"columns to extract must ascend strictly within 0..{n_out - 1}")
+    return np.ascontiguousarray(columns, dtype=np.int32)
 
 
 def join_rows(pieces: Sequence[Piece], batch: int) -> sp.csr_matrix:

@@ -90,6 +90,14 @@ typedef struct {
     int64_t scaled_rows;   /* rows computed on the power-of-two path */
     int64_t twin_rows;     /* rows computed on the twin path */
     int64_t bad_at;        /* with an error: the offending row/column/position */
+    /* Optional (n_extract > 0): the same rows' outputs in the columns extract[0..n_extract)
+     * only, as CSR with column t standing for extract[t]: what a worker sends, taken from
+     * the dense sums while they are in cache instead of sliced out of the result later */
+    int64_t *x_counts;
+    int32_t *x_indices;
+    void *x_data;
+    int64_t x_nnz;
+    int64_t x_capacity;
 } fsd_result;
 
 static int grow(fsd_result *r, int64_t need, size_t item) {
@@ -106,11 +114,28 @@ static int grow(fsd_result *r, int64_t need, size_t item) {
     return FSD_OK;
 }
 
+static int grow_extract(fsd_result *r, int64_t need, size_t item) {
+    int64_t capacity = r->x_capacity ? r->x_capacity : 256;
+    while (capacity < need) capacity *= 2;
+    if (capacity == r->x_capacity) return FSD_OK;
+    int32_t *indices = realloc(r->x_indices, (size_t)capacity * sizeof(int32_t));
+    if (!indices) return FSD_NOMEM;
+    r->x_indices = indices;
+    void *data = realloc(r->x_data, (size_t)capacity * item);
+    if (!data) return FSD_NOMEM;
+    r->x_data = data;
+    r->x_capacity = capacity;
+    return FSD_OK;
+}
+
 void fsd_free(fsd_result *r) {
     if (!r) return;
     free(r->counts);
     free(r->indices);
     free(r->data);
+    free(r->x_counts);
+    free(r->x_indices);
+    free(r->x_data);
     free(r);
 }
 
@@ -152,6 +177,19 @@ void fsd_collect(const fsd_result *r, int64_t base, int64_t *indptr_out, int32_t
     if (r->nnz && indices_out) {
         memcpy(indices_out, r->indices, (size_t)r->nnz * sizeof(int32_t));
         memcpy(data_out, r->data, (size_t)r->nnz * (size_t)item);
+    }
+}
+
+int64_t fsd_extract_nnz(const fsd_result *r) { return r->x_nnz; }
+
+/* Copy a block's extracted rows out: counts_out[i] = entries of row i of the block. */
+void fsd_extract_collect(const fsd_result *r, int64_t *counts_out, int32_t *indices_out,
+                         void *data_out, int64_t item) {
+    if (r->x_counts) memcpy(counts_out, r->x_counts, (size_t)r->n_rows * sizeof(int64_t));
+    else memset(counts_out, 0, (size_t)r->n_rows * sizeof(int64_t));
+    if (r->x_nnz) {
+        memcpy(indices_out, r->x_indices, (size_t)r->x_nnz * sizeof(int32_t));
+        memcpy(data_out, r->x_data, (size_t)r->x_nnz * (size_t)item);
     }
 }
 

@@ -249,6 +249,49 @@ static void FN(accumulate)(const int64_t *Wp, const int32_t *Wj, const T *Wx,
         }                                                                              \
     } while (0)
 
+/* The activation of a stored sum: FSD_EMIT's operations, in its order. */
+static inline T FN(activate)(T s_, int scaled, T scale, T bias, T cap) {
+    const T zero = (T)0;
+    if (scaled) s_ = s_ * scale;
+    s_ = s_ + bias;
+    if (s_ < zero) s_ = zero;
+    else if (s_ > cap) s_ = cap;
+    return s_;
+}
+
+/* Row i's outputs in the columns extract[t] (ascending) as (t, value) entries: from
+ * the sums before emit clears them (values is NULL), or from each output's twin class
+ * after emit_twins (values: act, classes: class_of). */
+static int FN(extract_row)(fsd_result *r, int64_t i, const int32_t *extract,
+                           int64_t n_extract, const T *sums, const T *act,
+                           const int32_t *class_of, int scaled, T scale, T bias, T cap) {
+    const T zero = (T)0;
+    if (r->x_nnz + n_extract > r->x_capacity &&
+        grow_extract(r, r->x_nnz + n_extract, sizeof(T)) != FSD_OK) return FSD_NOMEM;
+    int32_t *xi = r->x_indices + r->x_nnz;
+    T *xv = (T *)r->x_data + r->x_nnz;
+    int64_t count = 0;
+    for (int64_t t = 0; t < n_extract; t++) {
+        const int32_t k = extract[t];
+        T a_;
+        if (act) {
+            a_ = act[class_of[k]];
+        } else {
+            const T s_ = sums[k];
+            if (s_ == zero) continue;  /* not stored: SciPy gives it no bias */
+            a_ = FN(activate)(s_, scaled, scale, bias, cap);
+        }
+        if (a_ != zero) {
+            xi[count] = (int32_t)t;
+            xv[count] = a_;
+            count++;
+        }
+    }
+    r->x_counts[i] = count;
+    r->x_nnz += count;
+    return FSD_OK;
+}
+
 /* Write row's outputs in ascending column order, leaving sums (and touched) all zero. */
 static int64_t FN(emit)(T *sums, uint64_t *touched, int64_t n_out, int sparse, int scaled,
                         T scale, T bias, T cap, int32_t *oi, T *ox) {
@@ -305,7 +348,7 @@ static int64_t FN(emit_twins)(T *sums, T *act, const int32_t *class_of, int64_t 
 
 int FN(fsd_layer)(const fsd_piece *pieces, int32_t n_pieces, const fsd_weights *w,
                   double bias, double cap, int64_t row0, int64_t row1, int64_t capacity,
-                  fsd_result **out) {
+                  const int32_t *extract, int64_t n_extract, fsd_result **out) {
     const int merge = !(n_pieces == 1 && pieces[0].colptr == NULL);
     const T scale_t = (T)w->scale, bias_t = (T)bias, cap_t = (T)cap;
     int status = FSD_OK;
@@ -314,8 +357,10 @@ int FN(fsd_layer)(const fsd_piece *pieces, int32_t n_pieces, const fsd_weights *
     if (!r) { *out = NULL; return FSD_NOMEM; }
     r->n_rows = row1 - row0;
     r->counts = calloc((size_t)(r->n_rows > 0 ? r->n_rows : 1), sizeof(int64_t));
+    if (n_extract > 0)
+        r->x_counts = calloc((size_t)(r->n_rows > 0 ? r->n_rows : 1), sizeof(int64_t));
     status = FN(scratch_init)(&s, pieces, n_pieces, w, merge, row0);
-    if (!r->counts) status = FSD_NOMEM;
+    if (!r->counts || (n_extract > 0 && !r->x_counts)) status = FSD_NOMEM;
     /* the caller's estimate of the block's output: growing by copies costs ~10% */
     if (status == FSD_OK && capacity > 0 && grow(r, capacity, sizeof(T)) != FSD_OK)
         status = FSD_NOMEM;
@@ -345,6 +390,12 @@ int FN(fsd_layer)(const fsd_piece *pieces, int32_t n_pieces, const fsd_weights *
             status = FSD_NOMEM;
             break;
         }
+        if (n_extract > 0 && !twins &&
+            FN(extract_row)(r, i - row0, extract, n_extract, s.sums, NULL, NULL, scaled,
+                            scale_t, bias_t, cap_t) != FSD_OK) {
+            status = FSD_NOMEM;
+            break;
+        }
         int32_t *oi = r->indices + r->nnz;
         T *ox = (T *)r->data + r->nnz;
         const int64_t count =
@@ -354,6 +405,12 @@ int FN(fsd_layer)(const fsd_piece *pieces, int32_t n_pieces, const fsd_weights *
                              cap_t, oi, ox);
         r->counts[i - row0] = count;
         r->nnz += count;
+        if (n_extract > 0 && twins &&
+            FN(extract_row)(r, i - row0, extract, n_extract, NULL, s.act, w->class_of, scaled,
+                            scale_t, bias_t, cap_t) != FSD_OK) {
+            status = FSD_NOMEM;
+            break;
+        }
     }
     FN(scratch_free)(&s);
     if (status == FSD_NOMEM) { fsd_free(r); r = NULL; }

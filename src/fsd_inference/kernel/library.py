@@ -25,7 +25,7 @@ OK, NO_MEMORY, BAD_COLUMN, BAD_POSITION = 0, 1, 2, 4
 
 SYMBOLS = ("fsd_layer_f32", "fsd_layer_f64", "fsd_nnz", "fsd_scaled_rows", "fsd_twin_rows",
            "fsd_bad_at", "fsd_collect", "fsd_free", "fsd_detach", "fsd_release",
-           "fsd_twin_classes")
+           "fsd_twin_classes", "fsd_extract_nnz", "fsd_extract_collect")
 _i64 = ctypes.c_int64
 _p = ctypes.c_void_p
 
@@ -88,13 +88,16 @@ def load() -> ctypes.CDLL | None:
         function = getattr(lib, name)
         function.argtypes = [ctypes.POINTER(PieceStruct), ctypes.c_int32,
                              ctypes.POINTER(WeightsStruct), ctypes.c_double, ctypes.c_double,
-                             _i64, _i64, _i64, ctypes.POINTER(_p)]
+                             _i64, _i64, _i64, _p, _i64, ctypes.POINTER(_p)]
         function.restype = ctypes.c_int
-    for name in ("fsd_nnz", "fsd_scaled_rows", "fsd_twin_rows", "fsd_bad_at"):
+    for name in ("fsd_nnz", "fsd_scaled_rows", "fsd_twin_rows", "fsd_bad_at",
+                 "fsd_extract_nnz"):
         getattr(lib, name).argtypes = [_p]
         getattr(lib, name).restype = _i64
     lib.fsd_collect.argtypes = [_p, _i64, _p, _p, _p, _i64]
     lib.fsd_collect.restype = None
+    lib.fsd_extract_collect.argtypes = [_p, _p, _p, _p, _i64]
+    lib.fsd_extract_collect.restype = None
     lib.fsd_free.argtypes = [_p]
     lib.fsd_free.restype = None
     lib.fsd_detach.argtypes = [_p, ctypes.POINTER(_p), ctypes.POINTER(_p), _i64]
