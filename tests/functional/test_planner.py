@@ -195,6 +195,25 @@ def test_infer_auto_equals_the_reference(files: tuple[Path, Path],
     assert reference.read_text() == (tmp_path / "auto.txt").read_text()
 
 
+def test_infer_auto_plans_a_large_batch_from_a_sample(run_fsd: Callable[..., Any],
+                                                      tmp_path: Path) -> None:
+    """Above 1,024 rows ``fsd infer --strategy auto`` traces the Plan step's sample, not
+    every row (a whole extra reference pass), says so, and still equals the reference."""
+    model, source = tmp_path / "n.fsdm", tmp_path / "in.tsv"
+    save_network(generate(GeneratorParams(1024, 3, seed=3)), model)
+    write_input(read_input(sample_input_path(), neurons=1024)[:1500], source)
+    reference = tmp_path / "reference.txt"
+    assert run_fsd("reference", "--model", model, "--input", source, "--out", reference,
+                   "--quiet").returncode == 0
+    done = run_fsd("infer", "--model", model, "--input", source, "--workers", 2,
+                   "--strategy", "auto", "--out", tmp_path / "auto.txt", "--expect",
+                   reference)
+    assert done.returncode == 0, done.stderr
+    assert "1,500 inputs" in done.stderr and "over 1,024 sampled rows" in done.stderr
+    assert "estimated from 1,024 sampled rows" in done.stderr
+    assert "match: identical" in done.stdout
+
+
 def test_planner_ranks_both_channels(planned: PlanResult) -> None:
     """Every shape that exchanges is predicted over the queue and over S3 alone; a data
     shape talks to nobody, so it is predicted once, without a channel."""
