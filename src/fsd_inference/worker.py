@@ -100,7 +100,7 @@ def outgoing(layer: LayerShard, y: sp.csr_matrix, columns: np.ndarray | None = N
     for targets in groups.values():
         wanted = layer.send[targets[0]]
         if columns is not None:
-            if wanted.size == columns.size:  # every sent column: y as it is
+            if np.array_equal(wanted, columns):  # every sent column: y as it is
                 yield tuple(targets), Block.from_columns(y)
                 continue
             wanted = np.searchsorted(columns, wanted)
