@@ -100,32 +100,28 @@ typedef struct {
     int64_t x_capacity;
 } fsd_result;
 
-static int grow(fsd_result *r, int64_t need, size_t item) {
-    int64_t capacity = r->capacity ? r->capacity : 1024;
-    while (capacity < need) capacity *= 2;
-    if (capacity == r->capacity) return FSD_OK;
-    int32_t *indices = realloc(r->indices, (size_t)capacity * sizeof(int32_t));
-    if (!indices) return FSD_NOMEM;
-    r->indices = indices;
-    void *data = realloc(r->data, (size_t)capacity * item);
-    if (!data) return FSD_NOMEM;
-    r->data = data;
-    r->capacity = capacity;
+/* Grow a pair of column and value arrays to hold at least need entries (doubling). */
+static int grow_arrays(int32_t **indices, void **data, int64_t *capacity, int64_t need,
+                       size_t item, int64_t initial) {
+    int64_t wanted = *capacity ? *capacity : initial;
+    while (wanted < need) wanted *= 2;
+    if (wanted == *capacity) return FSD_OK;
+    int32_t *more = realloc(*indices, (size_t)wanted * sizeof(int32_t));
+    if (!more) return FSD_NOMEM;
+    *indices = more;
+    void *bigger = realloc(*data, (size_t)wanted * item);
+    if (!bigger) return FSD_NOMEM;
+    *data = bigger;
+    *capacity = wanted;
     return FSD_OK;
 }
 
+static int grow(fsd_result *r, int64_t need, size_t item) {
+    return grow_arrays(&r->indices, &r->data, &r->capacity, need, item, 1024);
+}
+
 static int grow_extract(fsd_result *r, int64_t need, size_t item) {
-    int64_t capacity = r->x_capacity ? r->x_capacity : 256;
-    while (capacity < need) capacity *= 2;
-    if (capacity == r->x_capacity) return FSD_OK;
-    int32_t *indices = realloc(r->x_indices, (size_t)capacity * sizeof(int32_t));
-    if (!indices) return FSD_NOMEM;
-    r->x_indices = indices;
-    void *data = realloc(r->x_data, (size_t)capacity * item);
-    if (!data) return FSD_NOMEM;
-    r->x_data = data;
-    r->x_capacity = capacity;
-    return FSD_OK;
+    return grow_arrays(&r->x_indices, &r->x_data, &r->x_capacity, need, item, 256);
 }
 
 void fsd_free(fsd_result *r) {
