@@ -261,7 +261,15 @@ def piece_cases(draw: st.DrawFn) -> tuple[list[Piece], sp.csr_matrix, LayerWeigh
             slots = np.sort(rng.choice(width, positions.size, replace=False))
             block = random_matrix(rng, (batch, width), float(rng.random()), "normal", dtype)
             dense[:, positions] = block.toarray()[:, slots]
-            pieces.append(Piece(block, columns=ColumnMap.gather(positions, slots, width)))
+            own = ColumnMap.gather(positions, slots, width)
+            # whole, or as the previous step's row blocks (a worker with kernel threads)
+            cuts = np.unique(np.r_[0, rng.integers(0, batch + 1, draw(st.integers(0, 2))),
+                                   batch])
+            if cuts.size <= 2:
+                pieces.append(Piece(block, columns=own))
+            else:
+                pieces += [Piece(sp.csr_matrix(block[a:b]), np.arange(a, b), own)
+                           for a, b in itertools.pairwise(cuts.tolist())]
             continue
         width = int(rng.integers(1, positions.size + 1))  # twins: columns shared
         columns = rng.integers(0, width, positions.size)
