@@ -11,10 +11,11 @@ block's arrays become the result's without a copy either way.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -164,12 +165,8 @@ class FusedKernel(LayerKernel):
 
     def _step(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights, bias: float,
               cap: float) -> sp.csr_matrix:
-        handles, blocks = self._blocks(pieces, batch, weights, bias, cap)
-        try:
+        with self._blocks(pieces, batch, weights, bias, cap) as (handles, blocks):
             return self._collect(handles, blocks, batch, weights.shape[1], weights.dtype)
-        finally:
-            for handle in handles:
-                self._lib.fsd_free(handle)
 
     def step_pieces(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights,
                     bias: float, cap: float = ACTIVATION_CAP) -> list[Piece]:
@@ -178,12 +175,8 @@ class FusedKernel(LayerKernel):
         pass, blocks of 16, 10,000 rows), and the next step reads a row held by one
         unmapped piece in place, as it reads a single matrix's."""
         self._check(pieces, batch, weights)
-        handles, blocks = self._blocks(pieces, batch, weights, bias, cap)
-        try:
+        with self._blocks(pieces, batch, weights, bias, cap) as (handles, blocks):
             return self._as_pieces(handles, blocks, batch, weights)
-        finally:
-            for handle in handles:
-                self._lib.fsd_free(handle)
 
     def step_extract(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights,
                      bias: float, extract: np.ndarray, cap: float = ACTIVATION_CAP
@@ -194,13 +187,9 @@ class FusedKernel(LayerKernel):
         worker's 10.2 s at 4096 x 120, blocks of 16, 10,000 rows, 2 workers."""
         self._check(pieces, batch, weights)
         extract = checked_extract(extract, weights.shape[1])
-        handles, blocks = self._blocks(pieces, batch, weights, bias, cap, extract)
-        try:
+        with self._blocks(pieces, batch, weights, bias, cap, extract) as (handles, blocks):
             sent = self._extracted(handles, blocks, batch, extract.size, weights.dtype)
             return self._as_pieces(handles, blocks, batch, weights), sent
-        finally:
-            for handle in handles:
-                self._lib.fsd_free(handle)
 
     def _as_pieces(self, handles: list[int], blocks: list[tuple[int, int]], batch: int,
                    weights: LayerWeights) -> list[Piece]:
@@ -253,11 +242,12 @@ class FusedKernel(LayerKernel):
         self.scaled_rows = sum(int(self._lib.fsd_scaled_rows(h)) for h in handles)
         self.twin_rows = sum(int(self._lib.fsd_twin_rows(h)) for h in handles)
 
+    @contextlib.contextmanager
     def _blocks(self, pieces: Sequence[Piece], batch: int, weights: LayerWeights,
                 bias: float, cap: float, extract: np.ndarray | None = None
-                ) -> tuple[list[int], list[tuple[int, int]]]:
-        """Run the kernel over blocks of rows: (the results' handles, the blocks); the
-        caller frees every handle. ``extract``: checked int32 output columns each result
+                ) -> Iterator[tuple[list[int], list[tuple[int, int]]]]:
+        """Run the kernel over blocks of rows: (the results' handles, the blocks), every
+        handle freed on leaving. ``extract``: checked int32 output columns each result
         also holds (fsd_extract_collect)."""
         prepared: _Weights = weights.derived("fused", _prepare_weights)
         n_out = weights.shape[1]
@@ -287,7 +277,11 @@ class FusedKernel(LayerKernel):
             handles = list(_pool(self.threads).map(run, blocks))
         else:
             handles = [run(block) for block in blocks]
-        return handles, blocks
+        try:
+            yield handles, blocks
+        finally:
+            for handle in handles:
+                self._lib.fsd_free(handle)
 
     def _collect(self, handles: list[int], blocks: list[tuple[int, int]], batch: int,
                  n_out: int, dtype: np.dtype[Any]) -> sp.csr_matrix:

@@ -72,17 +72,20 @@ static inline int64_t FN(piece_row)(const fsd_piece *pc, int64_t *cursor, int64_
  * position two pieces both name takes the later piece's value, as the scatter does.
  * Returns the entry count, or -1 with *status set when a piece names a column or
  * position out of range. */
+static inline int64_t FN(row_view)(const fsd_piece *pc, int64_t at, const int32_t **pos,
+                                   const T **val) {
+    const int64_t a = pc->indptr[at], n = pc->indptr[at + 1] - a;
+    *pos = pc->indices + a;
+    *val = (const T *)pc->data + a;
+    return n;  /* positions are checked by row_stats */
+}
+
 static int64_t FN(gather)(const fsd_piece *pieces, int32_t n_pieces, int64_t n_in, int merge,
                           FN(scratch_t) *s, int64_t i, const int32_t **pos, const T **val,
                           int *status) {
     if (!merge) {
-        const fsd_piece *pc = &pieces[0];
-        const int64_t at = FN(piece_row)(pc, &s->cursor[0], i);
-        if (at < 0) return 0;
-        const int64_t a = pc->indptr[at], n = pc->indptr[at + 1] - a;
-        *pos = pc->indices + a;
-        *val = (const T *)pc->data + a;
-        return n;  /* positions are checked by row_stats */
+        const int64_t at = FN(piece_row)(&pieces[0], &s->cursor[0], i);
+        return at < 0 ? 0 : FN(row_view)(&pieces[0], at, pos, val);
     }
     int32_t holders = 0, holder = -1;
     for (int32_t p = 0; p < n_pieces; p++) {
@@ -90,13 +93,8 @@ static int64_t FN(gather)(const fsd_piece *pieces, int32_t n_pieces, int64_t n_i
         if (s->at[p] >= 0) { holders++; holder = p; }
     }
     if (holders == 0) return 0;
-    if (holders == 1 && pieces[holder].colptr == NULL && pieces[holder].width == n_in) {
-        const fsd_piece *pc = &pieces[holder];
-        const int64_t a = pc->indptr[s->at[holder]], n = pc->indptr[s->at[holder] + 1] - a;
-        *pos = pc->indices + a;
-        *val = (const T *)pc->data + a;
-        return n;  /* positions are checked by row_stats */
-    }
+    if (holders == 1 && pieces[holder].colptr == NULL && pieces[holder].width == n_in)
+        return FN(row_view)(&pieces[holder], s->at[holder], pos, val);
     int32_t lead = -1;
     for (int32_t p = 0; p < n_pieces && lead < 0; p++)
         if (s->at[p] >= 0 && (pieces[p].colptr == NULL || pieces[p].ordered)) lead = p;
@@ -230,26 +228,9 @@ static void FN(accumulate)(const int64_t *Wp, const int32_t *Wj, const T *Wx,
     }
 }
 
-/* One output: scaled back when summed plainly, bias, ReLU, cap; stored when != 0. SciPy
- * stores only sums != 0 and only those get the bias. */
-#define FSD_EMIT(K)                                                                    \
-    do {                                                                               \
-        T s_ = sums[K];                                                                \
-        if (s_ != zero) {                                                              \
-            sums[K] = zero;                                                            \
-            if (scaled) s_ = s_ * scale;                                               \
-            s_ = s_ + bias;                                                            \
-            if (s_ < zero) s_ = zero;                                                  \
-            else if (s_ > cap) s_ = cap;                                               \
-            if (s_ != zero) {                                                          \
-                oi[count] = (int32_t)(K);                                              \
-                ox[count] = s_;                                                        \
-                count++;                                                               \
-            }                                                                          \
-        }                                                                              \
-    } while (0)
-
-/* The activation of a stored sum: FSD_EMIT's operations, in its order. */
+/* The activation of a stored sum: scaled back when summed plainly, bias, ReLU, cap.
+ * SciPy stores only sums != 0 and only those get the bias, so callers apply it to
+ * nonzero sums only. */
 static inline T FN(activate)(T s_, int scaled, T scale, T bias, T cap) {
     const T zero = (T)0;
     if (scaled) s_ = s_ * scale;
@@ -258,6 +239,21 @@ static inline T FN(activate)(T s_, int scaled, T scale, T bias, T cap) {
     else if (s_ > cap) s_ = cap;
     return s_;
 }
+
+/* One output: its activation, stored when != 0. */
+#define FSD_EMIT(K)                                                                    \
+    do {                                                                               \
+        T s_ = sums[K];                                                                \
+        if (s_ != zero) {                                                              \
+            sums[K] = zero;                                                            \
+            s_ = FN(activate)(s_, scaled, scale, bias, cap);                           \
+            if (s_ != zero) {                                                          \
+                oi[count] = (int32_t)(K);                                              \
+                ox[count] = s_;                                                        \
+                count++;                                                               \
+            }                                                                          \
+        }                                                                              \
+    } while (0)
 
 /* Row i's outputs in the columns extract[t] (ascending) as (t, value) entries: from
  * the sums before emit clears them (values is NULL), or from each output's twin class
@@ -322,15 +318,11 @@ static int64_t FN(emit_twins)(T *sums, T *act, const int32_t *class_of, int64_t 
                               T *ox) {
     const T zero = (T)0;
     for (int64_t c = 0; c < n_rep; c++) {
-        T s_ = sums[c];
+        const T s_ = sums[c];
         T a_ = zero;
         if (s_ != zero) {
             sums[c] = zero;
-            if (scaled) s_ = s_ * scale;
-            s_ = s_ + bias;
-            if (s_ < zero) s_ = zero;
-            else if (s_ > cap) s_ = cap;
-            a_ = s_;
+            a_ = FN(activate)(s_, scaled, scale, bias, cap);
         }
         act[c] = a_;
     }
